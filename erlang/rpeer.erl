@@ -1,0 +1,880 @@
+%% @doc
+%% Drop-in replacement for OTP's `peer': starts and controls additional Erlang nodes,
+%% locally or through a wrapper (ssh, docker). The API, options, return values and
+%% exceptions are peer's; rename `peer:' to `rpeer:' and nothing else.
+%%
+%% == Terms ==
+%% Origin node - Erlang VM instance that spawns additional nodes.
+%% Peer node - a node spawned by the origin.
+%% Control process - this gen_server, on the origin; if it terminates, the peer node
+%%  terminates too.
+%% Control connection - a connection between origin and peer: either the Erlang
+%%  distribution, or an alternative connection (standard_io or tcp).
+%% Channel - rpeer's alternative connection, owned by the Rust NIF (`rpeer_nif'):
+%%  one abstraction for standard_io and tcp. It spawns the peer's OS process, encodes
+%%  and writes frames on its own threads, and delivers what comes back as messages.
+%%
+%% == Protocol ==
+%% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
+%% installed where it runs. Frames are `term_to_binary' of:
+%%  origin to peer: `{call, Seq, M, F, A}', `{cast, M, F, A}', `{message, To, Msg}',
+%%                  `{io_reply, From, ReplyAs, Reply}';
+%%  peer to origin: `{started, Node}', `{reply, Seq, Class, Result}',
+%%                  `{message, To, Msg}', `{io_request, From, ReplyAs, Request}'.
+%% On standard_io a frame is `<<Size:32, Payload/binary, Crc32:32>>' with every byte
+%% written as two `11xxxx11' bytes, interleaved with console text on the peer's stdout;
+%% on tcp it is `<<Size:32, Payload/binary>>' (`{packet, 4}'). In dist mode there is no
+%% alternative connection: the peer calls this process with `group_leader' (and
+%% `{starting, Node}' on OTP 26+) and sends `{started, Node}'.
+%% @end
+-module(rpeer).
+
+%% API
+-export([
+         start_link/0,
+         start_link/1,
+         start/1,
+         stop/1,
+
+         random_name/0,
+         random_name/1,
+
+         get_state/1,
+
+         call/4,
+         call/5,
+         cast/4,
+         send/3
+        ]).
+
+-export_type([server_ref/0]).
+
+-type server_ref() :: % What stop, get_state, call, cast, send accepts
+        pid().
+
+-behaviour(gen_server).
+
+%% gen_server callbacks
+-export([
+         init/1,
+         handle_call/3,
+         handle_cast/2,
+         handle_info/2,
+         terminate/2
+        ]).
+
+%% Origin node will listen to the specified port (port 0 is auto-select),
+%%  or specified IP/Port, and expect peer node to connect to this port.
+-type connection() ::
+        Port :: 0..65535 |
+        {inet:ip_address(), 0..65535} |
+        standard_io.
+
+%% Specification for boot waiting
+-type wait_boot() ::
+        timeout() |                 %% wait for node to boot (default, 15 sec),
+        {pid(), Tag :: term()} |    %% do not wait, send {Tag, {started, node(), pid()}} to Pid when node boots
+        false.                      %% don't wait, don't notify
+
+-type exec() ::
+        file:name() |               %% path to "erl" (default is init:get_argument(progname))
+        {file:name(), [string()]}.  %% SSH support: {"/usr/bin/ssh", ["account@host_b", "/usr/bin/erl"]}
+
+%% Peer node start options
+-type start_options() ::
+        #{
+          name => atom() | string(),          %% node name (part before @), if not defined, peer
+                                              %%  starts in non-distributed mode (requires alternative connection)
+          longnames => boolean(),             %% long/short names (default is net_kernel:longnames(), and shortnames)
+          host => string(),                   %% force hostname (when not specified, actual peer node hostname is used)
+          peer_down => stop | continue | crash,   %% stop (default): when peer terminates, peer control process
+                                              %%  stops normally regardless of the reason.
+                                              %% continue: when peer terminates, peer control process stays up
+                                              %%  saving exit reason in the state
+                                              %% crash: when peer terminates, origin process
+                                              %%  terminates with underlying reason
+          connection => connection(),         %% alternative connection specification
+          exec => exec(),                     %% path to executable, or SSH/Docker support
+          detached => boolean(),              %% start the node with -detached (default true; not with standard_io)
+          args => [string()],                 %% additional command line parameters to append
+          post_process_args =>
+              fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
+          env => [{string(), string() | false}],  %% additional environment variables (false unsets)
+          wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
+          shutdown => close |                 %% close supervision channel
+                      halt |                  %% stop node using erlang:halt() wait default timeout for nodedown (the default)
+                      {halt, disconnect_timeout()} |  %% stop node using erlang:halt() wait timeout() for nodedown
+                      disconnect_timeout() |  %% send init:stop() request and wait up to specified timeout for nodedown
+                      {disconnect_timeout(), CoverMainNode :: node()} %% as above, flushing cover data first
+         }.
+
+%% Peer node states
+-type peer_state() :: booting | running | {down, Reason :: term()}.
+
+-export_type([
+              start_options/0,
+              peer_state/0,
+              exec/0,
+              disconnect_timeout/0
+             ]).
+
+%% Maximum integer timeout value in a receive...
+-define(MAX_INT_TIMEOUT, 4294967295).
+
+%% Default time we wait for distributed connection to be removed,
+%% when shutdown type is halt, before we disconnect from the node...
+-define(DEFAULT_HALT_DISCONNECT_TIMEOUT, 5000).
+
+%% Minimum time we wait for distributed connection to be removed,
+%% before we disconnect from the node (except in the shutdown
+%% close case)...
+-define(MIN_DISCONNECT_TIMEOUT, 1000).
+
+%% Socket accept timeout, for TCP connection.
+-define(ACCEPT_TIMEOUT, 60000).
+
+%% Synchronous RPC timeout for alternative connection.
+-define(SYNC_RPC_TIMEOUT, 5000).
+
+%% Default timeout for peer node to boot.
+-define(WAIT_BOOT_TIMEOUT, 15000).
+
+%% Largest frame accepted from a tcp peer (the standard_io decoder has the same bound).
+-define(MAX_FRAME, 256 * 1024 * 1024).
+
+-type disconnect_timeout() :: ?MIN_DISCONNECT_TIMEOUT..?MAX_INT_TIMEOUT | infinity.
+
+%% @doc Creates random node name, using "peer" as prefix.
+-spec random_name() -> string().
+random_name() ->
+    random_name(peer).
+
+%% @doc Creates sufficiently random node name,
+%%      using OS process ID for origin VM, resulting name
+%%      looks like prefix-3-7161
+-spec random_name(Prefix :: string() | atom()) -> string().
+random_name(Prefix) ->
+    OsPid = os:getpid(),
+    Uniq = erlang:unique_integer([positive]),
+    lists:concat([Prefix, "-", Uniq, "-", OsPid]).
+
+%% @doc Starts a distributed node with random name, on this host,
+%%      and waits for that node to boot. Returns full node name.
+-spec start_link() -> {ok, pid(), node()} | {error, Reason :: term()}.
+start_link() ->
+    start_link(#{name => random_name()}).
+
+%% @doc Starts peer node, linked to the calling process.
+%%      Accepts additional command line arguments and
+%%      other important options.
+-spec start_link(start_options()) -> {ok, pid()} | {ok, pid(), node()} | {error, Reason}
+              when Reason :: term().
+start_link(Options) ->
+    start_it(Options, start_link).
+
+%% @doc Starts peer node, not linked to the calling process.
+-spec start(start_options()) -> {ok, pid()} | {ok, pid(), node()} | {error, Reason}
+              when Reason :: term().
+start(Options) ->
+    start_it(Options, start).
+
+%% @doc Stops controlling process, shutting down peer node synchronously
+-spec stop(Dest :: server_ref()) -> ok.
+stop(Dest) ->
+    gen_server:stop(Dest).
+
+%% @doc returns peer node state.
+-spec get_state(Dest :: server_ref()) -> peer_state().
+get_state(Dest) ->
+    gen_server:call(Dest, get_state).
+
+%% @doc Calls M:F(A) remotely, via alternative connection, with default 5 seconds timeout
+-spec call(Dest :: server_ref(), Module :: module(), Function :: atom(),
+           Args :: [term()]) -> Result :: term().
+call(Dest, M, F, A) ->
+    call(Dest, M, F, A, ?SYNC_RPC_TIMEOUT).
+
+%% @doc Call M:F(A) remotely, timeout is explicitly specified
+-spec call(Dest :: server_ref(), Module :: module(), Function :: atom(),
+           Args :: [term()], Timeout :: timeout()) -> Result :: term().
+call(Dest, M, F, A, Timeout) ->
+    case gen_server:call(Dest, {call, M, F, A}, Timeout) of
+        {ok, Reply} ->
+            Reply;
+        {Class, {Reason, Stack}} ->
+            erlang:raise(Class, Reason, Stack);
+        {error, Reason} ->
+            erlang:error(Reason)
+    end.
+
+%% @doc Cast M:F(A) remotely, don't care about the result
+-spec cast(Dest :: server_ref(), Module :: module(), Function :: atom(), Args :: [term()]) -> ok.
+cast(Dest, M, F, A) ->
+    gen_server:cast(Dest, {cast, M, F, A}).
+
+%% @doc Sends a message to pid or named process on the peer node
+%%  using alternative connection. No delivery guarantee.
+-spec send(Dest :: server_ref(), To :: pid() | atom(), Message :: term()) -> ok.
+send(Dest, To, Message) ->
+    gen_server:cast(Dest, {send, To, Message}).
+
+%%--------------------------------------------------------------------
+%%% gen_server callbacks
+
+-record(peer_state, {
+          options :: start_options(),
+          %% full node name, can be 'undefined'
+          node :: atom(),
+          %% debugging information: executable and arguments used to
+          %%  start the peer
+          exec :: file:name(),
+          args :: [string()],
+          %% the alternative connection's channel (standard_io or tcp), from init on
+          channel :: undefined | rpeer_nif:channel(),
+          %% tags the channel's messages: {rpeer, Tag, Event}
+          tag :: reference(),
+          %% the channel once frames can be sent: after the tcp peer connected, and
+          %%  until the peer is gone
+          connection :: undefined | rpeer_nif:channel(),
+          %% the detached launcher of a dist or tcp peer (reports only its own exit)
+          launcher :: undefined | rpeer_nif:channel(),
+          %% peer state
+          peer_state = booting :: peer_state(),
+          %% pid/ref saved for gen:reply() when node is booted, or false
+          notify = false :: false | {pid(), term()},
+          %% counter (reference) for calls.
+          %% it is not possible to use erlang reference, or pid,
+          %%  because it changes when node becomes distributed dynamically.
+          seq = 0 :: non_neg_integer(),
+          %% outstanding calls
+          outstanding = #{} :: #{non_neg_integer() => gen_server:from()}
+         }).
+
+-type state() :: #peer_state{}.
+
+-spec init([term()]) -> {ok, state()} | {stop, term()}.
+init([Notify, Options]) ->
+    process_flag(trap_exit, true), %% need this to ensure terminate/2 is called
+    Tag = make_ref(),
+    case maybe_listen(Tag, Options) of
+        {ok, Channel, Listen} ->
+            {Exec, Args} = command_line(Listen, Options),
+            PostProcessArgs = maps:get(post_process_args, Options, fun (As) -> As end),
+            FinalArgs = PostProcessArgs(Args),
+            Env = environment(maps:get(env, Options, [])),
+            Mode = case Options of
+                       #{connection := standard_io} -> standard_io;
+                       _ -> detached
+                   end,
+            case rpeer_nif:spawn(Tag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
+                {ok, Spawned} ->
+                    State = #peer_state{options = saved_options(Options), notify = Notify,
+                                        args = Args, exec = Exec, tag = Tag},
+                    {ok, connected(Mode, Spawned, Channel, State)};
+                {error, Reason} ->
+                    Channel =/= undefined andalso rpeer_nif:close(Channel),
+                    {stop, spawn_error(Reason)}
+            end;
+        {error, Reason} ->
+            {stop, Reason}
+    end.
+
+%% Remove the default 'halt' shutdown option if present; the default is
+%% defined in terminate()...
+saved_options(#{shutdown := halt} = Options) ->
+    maps:remove(shutdown, Options);
+saved_options(Options) ->
+    Options.
+
+%% standard_io: the spawned program is the connection. tcp: the connection comes with
+%%  the accept. dist: no alternative connection at all.
+connected(standard_io, Spawned, undefined, State) ->
+    State#peer_state{channel = Spawned, connection = Spawned};
+connected(detached, Launcher, Listening, State) ->
+    State#peer_state{channel = Listening, launcher = Launcher}.
+
+%% not connected: no alternative connection available
+-spec handle_call(term(), gen_server:from(), state()) ->
+          {reply, term(), state()} | {noreply, state()}.
+handle_call({call, _M, _F, _A}, _From, #peer_state{connection = undefined} = State) ->
+    {reply, {error, noconnection}, State};
+
+handle_call({call, M, F, A}, From,
+            #peer_state{connection = Conn, outstanding = Out, seq = Seq} = State) ->
+    origin_to_peer(Conn, {call, Seq, M, F, A}),
+    {noreply, State#peer_state{outstanding = Out#{Seq => From}, seq = Seq + 1}};
+
+%% OTP 26+ peer side, while booting: start cover on the peer when test_server asked for it.
+handle_call({starting, Node}, _From, #peer_state{options = Options} = State) ->
+    case maps:find(shutdown, Options) of
+        {ok, {Timeout, MainCoverNode}} when is_integer(Timeout), is_atom(MainCoverNode) ->
+            start_cover(Node, MainCoverNode);
+        _ ->
+            ok
+    end,
+    {reply, ok, State};
+
+handle_call(get_node, _From, #peer_state{node = Node} = State) ->
+    {reply, Node, State};
+
+handle_call(get_state, _From, #peer_state{peer_state = PeerState} = State) ->
+    {reply, PeerState, State};
+
+%% dist mode peer side, while booting: where its 'user' output goes.
+handle_call(group_leader, _From, State) ->
+    {reply, group_leader(), State}.
+
+-spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast({cast, _M, _F, _A}, #peer_state{connection = undefined} = State) ->
+    {noreply, State};
+
+handle_cast({cast, M, F, A}, #peer_state{connection = Conn} = State) ->
+    origin_to_peer(Conn, {cast, M, F, A}),
+    {noreply, State};
+
+handle_cast({send, _Dest, _Message}, #peer_state{connection = undefined} = State) ->
+    {noreply, State};
+
+handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
+    origin_to_peer(Conn, {message, Dest, Message}),
+    {noreply, State}.
+
+%%--------------------------------------------------------------------
+%% alternative connection handling: events of the channel
+
+-spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
+%% a control frame: request or response from the peer
+handle_info({rpeer, Tag, {frame, Frame}}, #peer_state{tag = Tag, channel = Channel} = State) ->
+    ok = rpeer_nif:ack(Channel, 1),
+    {noreply, handle_frame(Frame, State)};
+
+%% console text of a standard_io peer (stdout, then stderr): to our group leader
+handle_info({rpeer, Tag, {Stream, Text}}, #peer_state{tag = Tag, channel = Channel} = State)
+  when Stream =:= console; Stream =:= stderr ->
+    ok = rpeer_nif:ack(Channel, 1),
+    ok = put_chars(Text),
+    {noreply, State};
+
+%% booting: the tcp peer connected
+handle_info({rpeer, Tag, accepted}, #peer_state{tag = Tag, channel = Channel} = State) ->
+    {noreply, State#peer_state{connection = Channel}};
+
+%% booting: no tcp peer connected within the accept timeout
+handle_info({rpeer, Tag, {accept_failed, Reason}}, #peer_state{tag = Tag} = State) ->
+    %% stop unconditionally, it is essentially a part of gen_server:init callback
+    {stop, {inet_async, Reason}, State#peer_state{connection = undefined}};
+
+%% the tcp connection ended: assume node is stopped
+handle_info({rpeer, Tag, {closed, Reason}}, #peer_state{tag = Tag} = State) ->
+    maybe_stop(closed_reason(Reason), State#peer_state{connection = undefined});
+
+%% the standard_io peer exited, returned Status code
+handle_info({rpeer, Tag, {exit_status, Status}}, #peer_state{tag = Tag, launcher = undefined} = State) ->
+    maybe_stop({exit_status, Status}, State#peer_state{connection = undefined});
+
+%% the launcher of a detached (dist or tcp) peer exited: the node lives on
+handle_info({rpeer, Tag, {exit_status, _Status}}, #peer_state{tag = Tag} = State) ->
+    {noreply, State#peer_state{launcher = undefined}};
+
+%% booting: peer notifies via Erlang distribution
+handle_info({started, Node}, State) ->
+    true = erlang:monitor_node(Node, true),
+    {noreply, boot_complete(Node, started, State)};
+
+%% nodedown: no-alternative dist-connected peer node is down
+handle_info({nodedown, Node}, #peer_state{connection = undefined, channel = undefined} = State) ->
+    maybe_stop({nodedown, Node}, State);
+
+handle_info(_Other, State) ->
+    {noreply, State}.
+
+%% A closed tcp connection is peer's tcp_closed, whatever the socket said; a frame over
+%%  the limit is named.
+closed_reason({frame_too_large, _Size} = Reason) ->
+    Reason;
+closed_reason(_Closed) ->
+    tcp_closed.
+
+%%--------------------------------------------------------------------
+%% cleanup/termination
+
+-spec terminate(Reason :: term(), state()) -> ok.
+terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node} = State) ->
+    case {maps:get(shutdown, Options, {halt, ?DEFAULT_HALT_DISCONNECT_TIMEOUT}),
+          maps:is_key(connection, Options)} of
+        {close, true} ->
+            close(State);
+        {close, false} ->
+            _ = erlang:disconnect_node(Node);
+        {{halt, Timeout}, true} ->
+            close(State),
+            wait_disconnected(Node, {timeout, Timeout});
+        {{halt, Timeout}, false} ->
+            try
+                _ = erpc:call(Node, erlang, halt, [], Timeout),
+                ok
+            catch
+                error:{erpc, noconnection} -> ok;
+                _:_ -> force_disconnect_node(Node)
+            end;
+        {Shutdown, false} ->
+            Timeout = shutdown(dist, Node, Shutdown),
+            wait_disconnected(Node, {timeout, Timeout});
+        {Shutdown, true} ->
+            Timeout = shutdown(Conn, Node, Shutdown),
+            Deadline = deadline(Timeout),
+            wait_channel_end(State, Deadline),
+            close(State),
+            wait_disconnected(Node, Deadline)
+    end,
+    ok.
+
+%%--------------------------------------------------------------------
+%% Internal implementation
+
+%% Closes the channel: the peer sees end of file on stdin or the socket and halts.
+close(#peer_state{channel = undefined}) ->
+    ok;
+close(#peer_state{channel = Channel}) ->
+    ok = rpeer_nif:close(Channel).
+
+%% Waits (up to the deadline) until the peer ends the alternative connection after
+%%  init:stop(), still forwarding its console output.
+wait_channel_end(#peer_state{connection = undefined}, _Deadline) ->
+    ok;
+wait_channel_end(#peer_state{tag = Tag, channel = Channel} = State, Deadline) ->
+    receive
+        {rpeer, Tag, {Stream, Text}} when Stream =:= console; Stream =:= stderr ->
+            ok = rpeer_nif:ack(Channel, 1),
+            ok = put_chars(Text),
+            wait_channel_end(State, Deadline);
+        {rpeer, Tag, {frame, _}} ->
+            ok = rpeer_nif:ack(Channel, 1),
+            wait_channel_end(State, Deadline);
+        {rpeer, Tag, {exit_status, _}} when State#peer_state.launcher =:= undefined ->
+            ok;
+        {rpeer, Tag, {closed, _}} ->
+            ok
+    after time_left(Deadline) ->
+            ok
+    end.
+
+%% Console text goes to our group leader (the starter's), as peer's does. A group leader
+%%  that is gone (the test case that started the peer ended) does not stop the peer.
+put_chars(Text) ->
+    try io:put_chars(Text)
+    catch error:_ -> ok
+    end.
+
+deadline(infinity) ->
+    {timeout, infinity};
+deadline(Timeout) when is_integer(Timeout) ->
+    {deadline, erlang:monotonic_time(millisecond) + Timeout}.
+
+time_left({timeout, T}) ->
+    T;
+time_left({deadline, T}) ->
+    max(0, T - erlang:monotonic_time(millisecond)).
+
+wait_disconnected(Node, WaitUntil) ->
+    %% Should only be called just before we are exiting the caller, so
+    %% we do not bother disabling nodes monitoring if we enable it and
+    %% do not flush any nodeup/nodedown messages that we got due to the
+    %% nodes monitoring...
+    case lists:member(Node, nodes(connected)) of
+        false ->
+            ok;
+        true ->
+            _ = net_kernel:monitor_nodes(true, [{node_type, all}]),
+            %% Need to check connected nodes list again, since it
+            %% might have disconnected before we enabled nodes
+            %% monitoring...
+            case lists:member(Node, nodes(connected)) of
+                false ->
+                    ok;
+                true ->
+                    receive {nodedown, Node, _} -> ok
+                    after time_left(WaitUntil) -> force_disconnect_node(Node)
+                    end
+            end
+    end.
+
+force_disconnect_node(Node) ->
+    _ = erlang:disconnect_node(Node),
+    logger:warning("rpeer:stop() timed out waiting for disconnect from "
+                   "node ~p. The connection was forcefully taken down.",
+                   [Node]).
+
+%% Asks the node to stop with init:stop(), flushing cover data first when asked to.
+%%  With an alternative connection the request goes over it, which works whether or
+%%  not the peer is distributed (peer uses erpc:cast, which on a non-distributed origin
+%%  and peer would stop the origin itself); in dist mode over the distribution.
+shutdown(Via, Node, {Timeout, CoverNode}) when is_integer(Timeout); Timeout =:= infinity ->
+    _ = rpc:call(CoverNode, cover, flush, [Node]),
+    shutdown(Via, Node, Timeout);
+shutdown(dist, undefined, Timeout) ->
+    Timeout; %% never booted: no node to ask
+shutdown(dist, Node, Timeout) ->
+    ok = erpc:cast(Node, init, stop, []),
+    Timeout;
+shutdown(undefined, _Node, Timeout) ->
+    Timeout; %% the alternative connection is already gone
+shutdown(Conn, _Node, Timeout) ->
+    origin_to_peer(Conn, {cast, init, stop, []}),
+    Timeout.
+
+start_cover(Node, MainCoverNode) ->
+    Modules = erpc:call(MainCoverNode, cover, modules, []),
+    Sticky = [begin _ = erpc:call(Node, code, unstick_mod, [M]), M end
+              || M <- Modules, erpc:call(Node, code, is_sticky, [M])],
+    _ = erpc:call(MainCoverNode, cover, start, [Node]),
+    _ = [erpc:call(Node, code, stick_mod, [M]) || M <- Sticky],
+    ok.
+
+%% Verify options correctness (Dialyzer also does the job, but slightly less convenient)
+verify_args(Options) ->
+    %% verify that "Args" is valid - common problem is when Args aren't strings
+    Args = maps:get(args, Options, []),
+    is_list(Args) orelse error({invalid_arg, Args}),
+    _ = [error({invalid_arg, Arg}) || Arg <- Args, not io_lib:char_list(Arg)],
+    %% alternative connection must be requested for non-distributed node,
+    %%  or a distributed node when origin is not alive
+    is_map_key(connection, Options)
+        orelse (is_map_key(name, Options) andalso erlang:is_alive())
+        orelse error(not_alive),
+    %% exec must be a string, or a tuple of string(), [string()]
+    case maps:find(exec, Options) of
+        {ok, {Exec, Strs}} ->
+            io_lib:char_list(Exec) orelse error({exec, Exec}),
+            _ = [error({exec, Str}) || Str <- Strs, not io_lib:char_list(Str)],
+            ok;
+        {ok, Exec} when is_list(Exec) ->
+            io_lib:char_list(Exec) orelse error({exec, Exec}),
+            ok;
+        error ->
+            ok;
+        {ok, Err} ->
+            error({exec, Err})
+    end,
+    case maps:find(shutdown, Options) of
+        {ok, close} ->
+            ok;
+        {ok, halt} ->
+            ok;
+        {ok, {halt, Tmo}} when ?MIN_DISCONNECT_TIMEOUT =< Tmo, Tmo =< ?MAX_INT_TIMEOUT, is_integer(Tmo);
+                               Tmo =:= infinity ->
+            ok;
+        {ok, Tmo} when ?MIN_DISCONNECT_TIMEOUT =< Tmo, Tmo =< ?MAX_INT_TIMEOUT, is_integer(Tmo);
+                       Tmo =:= infinity ->
+            ok;
+        {ok, {Tmo, Node}} when (?MIN_DISCONNECT_TIMEOUT =< Tmo andalso Tmo =< ?MAX_INT_TIMEOUT
+                                andalso is_integer(Tmo)) orelse Tmo =:= infinity,
+                               is_atom(Node) ->
+            ok;
+        error ->
+            ok;
+        {ok, Err2} ->
+            error({shutdown, Err2})
+    end,
+    case maps:find(detached, Options) of
+        {ok, false} when map_get(connection, Options) =:= standard_io ->
+            error({detached, cannot_detach_with_standard_io});
+        _ ->
+            ok
+    end.
+
+make_notify_ref(infinity) ->
+    {self(), make_ref()};
+make_notify_ref(WaitBoot) when is_integer(WaitBoot) ->
+    {self(), make_ref()};
+make_notify_ref({ReplyTo, Tag}) when is_pid(ReplyTo) ->
+    {ReplyTo, Tag};
+make_notify_ref(false) ->
+    false.
+
+start_it(Options, StartFun) ->
+    verify_args(Options),
+    WaitBoot = maps:get(wait_boot, Options, ?WAIT_BOOT_TIMEOUT),
+    Notify = make_notify_ref(WaitBoot),
+    case gen_server:StartFun(?MODULE, [Notify, Options], []) of
+        {ok, Pid} when WaitBoot =:= infinity; is_integer(WaitBoot) ->
+            {_, Ref} = Notify,
+            Mref = erlang:monitor(process, Pid),
+            receive
+                {Ref, {started, NodeName, Pid}} ->
+                    erlang:demonitor(Mref, [flush]),
+                    {ok, Pid, NodeName};
+                {Ref, {boot_failed, Reason, Pid}} ->
+                    erlang:demonitor(Mref, [flush]),
+                    erlang:exit({boot_failed, Reason});
+                {'DOWN', Mref, _, _, Reason} ->
+                    erlang:exit(Reason)
+            after
+                WaitBoot ->
+                    _ = gen_server:stop(Pid),
+                    erlang:demonitor(Mref, [flush]),
+                    erlang:exit(timeout)
+            end;
+        {ok, Pid} when is_map_key(host, Options) ->
+            {ok, Pid, node_name(Options)};
+        {ok, Pid} ->
+            {ok, Pid};
+        Error ->
+            Error
+    end.
+
+node_name(#{name := Name, host := Host}) ->
+    list_to_atom(lists:concat([Name, "@", Host]));
+node_name(_Options) ->
+    undefined.
+
+%% Lost control connection to the peer while the node was
+%%  booting, this generally means a crash
+maybe_stop(Reason, #peer_state{peer_state = booting} = State) ->
+    _ = boot_complete(Reason, boot_failed, State),
+    maybe_stop(Reason, State#peer_state{peer_state = {down, Reason}});
+maybe_stop(Reason, #peer_state{options = #{peer_down := crash}} = State) ->
+    {stop, Reason, State#peer_state{peer_state = {down, Reason}, connection = undefined}};
+%% if state was already down, keep the original reason
+maybe_stop(_Reason, #peer_state{options = #{peer_down := continue}, peer_state = {down, _}} = State) ->
+    {noreply, State};
+%% continue working setting peer state to down
+maybe_stop(Reason, #peer_state{options = #{peer_down := continue}} = State) ->
+    {noreply, State#peer_state{peer_state = {down, Reason}}};
+%% default: ignore Reason and shut down normally
+maybe_stop(Reason, State) ->
+    {stop, normal, State#peer_state{peer_state = {down, Reason}}}.
+
+%% Handles one frame from the alternative connection, forwarding as needed.
+handle_frame(Frame, State) ->
+    try binary_to_term(Frame) of
+        Term ->
+            handle_alternative_data(Term, State)
+    catch
+        error:badarg ->
+            logger:warning("rpeer: ignoring a frame that is not a valid term: ~P", [Frame, 20]),
+            State
+    end.
+
+handle_alternative_data({io_request, From, FromRef, IoReq}, #peer_state{connection = Conn} = State) ->
+    Reply = {io_reply, From, FromRef, forward_request(IoReq)},
+    Conn =/= undefined andalso origin_to_peer(Conn, Reply),
+    State;
+handle_alternative_data({message, To, Content}, State) ->
+    To ! Content,
+    State;
+handle_alternative_data({reply, Seq, Class, Result}, #peer_state{outstanding = Out} = State) ->
+    case maps:take(Seq, Out) of
+        {From, NewOut} ->
+            gen:reply(From, {Class, Result}),
+            State#peer_state{outstanding = NewOut};
+        error ->
+            State
+    end;
+handle_alternative_data({started, NodeName}, State) ->
+    boot_complete(NodeName, started, State);
+handle_alternative_data(Other, State) ->
+    logger:warning("rpeer: ignoring an unknown frame from the peer: ~P", [Other, 20]),
+    State.
+
+forward_request(Req) ->
+    GL = group_leader(),
+    MRef = erlang:monitor(process, GL),
+    GL ! {io_request, self(), MRef, Req},
+    receive
+        {io_reply, MRef, Reply} ->
+            erlang:demonitor(MRef, [flush]),
+            Reply;
+        {'DOWN', MRef, _, _, _} ->
+            {error, terminated}
+    end.
+
+%% Sends a term to the peer over the alternative connection. A channel that closed
+%%  meanwhile is not an error here: its end arrives as an event.
+origin_to_peer(Conn, Term) ->
+    _ = rpeer_nif:send(Conn, term_to_binary(Term)),
+    ok.
+
+boot_complete(Node, _Result, #peer_state{notify = false} = State) ->
+    State#peer_state{peer_state = running, node = Node};
+boot_complete(Node, Result, #peer_state{notify = {ReplyTo, Tag}} = State) ->
+    ReplyTo ! {Tag, {Result, Node, self()}},
+    State#peer_state{peer_state = running, node = Node}.
+
+%% Starts the tcp listener when a tcp connection is requested:
+%%  {ok, Channel, {ListenAddresses, Port}}; dist and standard_io: {ok, undefined, undefined}.
+maybe_listen(Tag, #{connection := Port}) when is_integer(Port) ->
+    case listen(Tag, {0, 0, 0, 0}, Port) of
+        {ok, Channel, WaitPort} ->
+            {ok, Channel, {local_addresses(), WaitPort}};
+        Error ->
+            Error
+    end;
+maybe_listen(Tag, #{connection := {Ip, Port}}) when is_integer(Port) ->
+    case listen(Tag, Ip, Port) of
+        {ok, Channel, WaitPort} ->
+            {ok, Channel, {[Ip], WaitPort}};
+        Error ->
+            Error
+    end;
+maybe_listen(_Tag, _Options) ->
+    {ok, undefined, undefined}.
+
+listen(Tag, Ip, Port) ->
+    case rpeer_nif:listen(Tag, Ip, Port, ?ACCEPT_TIMEOUT, ?MAX_FRAME) of
+        {ok, _Channel, _WaitPort} = Ok ->
+            Ok;
+        {error, Reason} ->
+            {error, {Reason, {listen, Ip, Port}}}
+    end.
+
+%% Addresses of all local interfaces that are up: loopback first, as peer does.
+local_addresses() ->
+    {ok, Ifs} = inet:getifaddrs(),
+    LocalUp = lists:append(
+                [proplists:get_all_values(addr, Opts)
+                 || {_, Opts} <- Ifs, lists:member(up, proplists:get_value(flags, Opts, []))]),
+    prefer_localhost([Valid || Valid <- LocalUp, is_list(inet:ntoa(Valid))], [], []).
+
+%% prefer localhost, IPv6 localhost, then everything else
+prefer_localhost([], Preferred, Other) ->
+    Preferred ++ Other;
+prefer_localhost([{127, _, _, _} = Local | Tail], Preferred, Other) ->
+    prefer_localhost(Tail, [Local | Preferred], Other);
+prefer_localhost([{0, 0, 0, 0, 0, 0, 0, 1} = Local | Tail], Preferred, Other) ->
+    prefer_localhost(Tail, [Local | Preferred], Other);
+prefer_localhost([Local | Tail], Preferred, Other) ->
+    prefer_localhost(Tail, Preferred, [Local | Other]).
+
+%% A failed spawn names what failed: {Errno, Path} for the executable, like open_port's
+%%  {Errno, _} crash but with the path instead of a stack.
+spawn_error({exec, Errno, Path}) ->
+    {Errno, unicode:characters_to_list(Path, file:native_name_encoding())};
+spawn_error(Errno) ->
+    {Errno, spawn}.
+
+name_arg(error, error, _) ->
+    []; %% no name, no host - starting node that is not distributed
+name_arg(error, {ok, Host}, LongOrShort) ->
+    %% interesting fallback: host is set, name is not. Do what predecessor did,
+    %%  take the current node name and use it...
+    [Name, _] = string:lexemes(atom_to_list(node()), "@"),
+    name_arg(Name ++ "@" ++ Host, error, LongOrShort);
+name_arg({ok, Name}, Host, LongOrShort) ->
+    name_arg(Name, Host, LongOrShort); %% unpack node name
+name_arg(Name, Host, LongOrShort) when is_atom(Name) ->
+    name_arg(atom_to_list(Name), Host, LongOrShort); %% convert atom to list for command line
+name_arg(Name, Host, {ok, ignored}) ->
+    name_arg(Name, Host, {ok, false}); %% fallback to shortnames when origin is not distributed
+name_arg(Name, Host, error) ->
+    name_arg(Name, Host, {ok, net_kernel:longnames()}); %% no longnames present it start options
+name_arg(Name, {ok, Host}, LongOrShort) ->
+    name_arg(Name ++ "@" ++ Host, error, LongOrShort); %% merge host part
+%% only these are actual name creation clauses
+name_arg(Name, error, {ok, true}) ->
+    ["-name", Name];
+name_arg(Name, error, {ok, false}) ->
+    ["-sname", Name].
+
+command_line(Listen, Options) ->
+    %% Node name/sname
+    NameArg = name_arg(maps:find(name, Options), maps:find(host, Options), maps:find(longnames, Options)),
+    %% additional command line args
+    CmdOpts = maps:get(args, Options, []),
+    %% If we should detach from the node
+    DetachArgs = case maps:get(detached, Options, true) of
+                     true -> ["-detached"];
+                     false -> []
+                 end,
+    %% start command
+    StartCmd =
+        case Listen of
+            undefined when map_get(connection, Options) =:= standard_io ->
+                ["-user", "peer"];
+            undefined ->
+                Self = base64:encode_to_string(term_to_binary(self())),
+                DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
+            {Ips, Port} ->
+                IpStr = lists:concat(lists:join(",", [inet:ntoa(Ip) || Ip <- Ips])),
+                DetachArgs ++ ["-noinput", "-user", "peer", "-origin", IpStr, integer_to_list(Port)]
+        end,
+    %% build command line
+    {Exec, PreArgs} = exec(Options),
+    {Exec, PreArgs ++ NameArg ++ StartCmd ++ CmdOpts}.
+
+exec(#{exec := Prog}) when is_list(Prog) ->
+    {Prog, []};
+exec(#{exec := {Prog, Args}}) when is_list(Prog), is_list(Args) ->
+    {Prog, Args};
+exec(Options) when not is_map_key(exec, Options) ->
+    case init:get_argument(progname) of
+        {ok, [[Prog]]} ->
+            case os:find_executable(Prog) of
+                Exec when is_list(Exec) ->
+                    {Exec, []};
+                false ->
+                    maybe_otp_test_suite(Prog)
+            end;
+        _ ->
+            default_erts()
+    end.
+
+maybe_otp_test_suite(Prog) ->
+    case string:split(Prog, "cerl ") of
+        [CerlPath, Args] ->
+            %% The 'cerl' script of OTP's own test suites sets progname to
+            %% "<path>/cerl -debug" (or -asan, -gcov): run cerl with that argument.
+            {filename:join(CerlPath, "cerl"), parse_args(Args)};
+        _ ->
+            default_erts()
+    end.
+
+%% Split command line string into a list of arguments.
+-spec parse_args(string()) -> [string()].
+parse_args([]) ->
+    [];
+parse_args([Deep | _] = AlreadyParsed) when is_list(Deep) ->
+    AlreadyParsed;
+parse_args(CmdLine) ->
+    %% following regex splits command line, preserving quoted arguments, into argv[] list
+    Re = <<"((?:\"[^\"\\\\]*(?:\\\\[\\S\\s][^\"\\\\]*)*\"|'[^'\\\\]*(?:\\\\[\\S\\s][^'\\\\]*)*'|\\/[^\\/\\\\]*(?:\\\\[\\S\\s][^\\/\\\\]*)*\\/[gimy]*(?=\\s|$)|(?:\\\\\\s|\\S))+)(?=\\s|$)">>,
+    {match, Args} = re:run(CmdLine, Re, [{capture, all_but_first, list}, global]),
+    %% unquote arguments. It is possible to change regex capture groups to avoid extra processing.
+    [unquote(Arg) || [Arg] <- Args].
+
+unquote([Q | Arg]) when Q =:= $\"; Q =:= $\' ->
+    case lists:last(Arg) of
+        Q -> lists:droplast(Arg);
+        _ -> [Q | Arg]
+    end;
+unquote(Arg) ->
+    Arg.
+
+%% if progname is not known, use `erlexec` from the same ERTS version we're currently running
+%% BINDIR environment variable is already set
+%% EMU variable it also set
+default_erts() ->
+    Root = code:root_dir(),
+    Erts = filename:join(Root, lists:concat(["erts-", erlang:system_info(version)])),
+    BinDir = filename:join(Erts, "bin"),
+    {filename:join(BinDir, "erlexec"), []}.
+
+%% The peer's whole environment, as open_port builds it: the origin's current
+%%  environment (including os:putenv changes) with the `env' option applied on top,
+%%  `false' removing a variable.
+environment(Extra) ->
+    Current = maps:from_list([split_env(Var) || Var <- os:getenv()]),
+    Env = lists:foldl(fun ({Name, false}, Acc) -> maps:remove(Name, Acc);
+                          ({Name, Value}, Acc) -> Acc#{Name => Value}
+                      end, Current, Extra),
+    [{native(Name), native(Value)} || {Name, Value} <- maps:to_list(Env)].
+
+split_env(Var) ->
+    case string:split(Var, "=") of
+        [Name, Value] -> {Name, Value};
+        [Name] -> {Name, ""}
+    end.
+
+%% Strings as the OS sees them, in the VM's file name encoding.
+native(String) ->
+    unicode:characters_to_binary(String, unicode, file:native_name_encoding()).

@@ -1,0 +1,76 @@
+%% @doc The NIF behind rpeer: spawning the peer, the standard_io and tcp channels.
+%%
+%% A channel delivers its events to the process that created it as
+%% `{rpeer, Tag, Event}' messages, in stream order:
+%% <ul>
+%% <li>`{frame, Binary}': a control frame (external term format) from the peer;</li>
+%% <li>`{console, Binary}': console text the peer wrote to stdout (valid UTF-8;
+%%     bytes that are not UTF-8 arrive as Latin-1 characters);</li>
+%% <li>`{stderr, Binary}': text the peer wrote to stderr (same encoding);</li>
+%% <li>`{exit_status, Status | unknown}': the spawned program exited; last event of a
+%%     spawned channel;</li>
+%% <li>`accepted': the tcp peer connected;</li>
+%% <li>`{accept_failed, timeout | Errno}': no tcp peer connected in time;</li>
+%% <li>`{closed, closed | Errno | {frame_too_large, Size}}': the tcp connection ended;
+%%     last event of a tcp channel.</li>
+%% </ul>
+%% Frame, console and stderr events are flow-controlled: at most a window of them is
+%% outstanding until the owner acknowledges them with {@link ack/2}.
+%% The channel is closed when its owner exits.
+-module(rpeer_nif).
+
+-export([spawn/5, listen/5, send/2, ack/2, close/1, os_pid/1]).
+-export_type([channel/0]).
+
+-nifs([spawn/5, listen/5, send/2, ack/2, close/1, os_pid/1]).
+-on_load(load/0).
+
+-opaque channel() :: reference().
+
+-spec load() -> ok | {error, term()}.
+load() ->
+    Dir = case code:priv_dir(rpeer) of
+              {error, bad_name} ->
+                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+              Priv ->
+                  Priv
+          end,
+    erlang:load_nif(filename:join(Dir, "rpeer_nif"), 0).
+
+%% @doc Starts `Exec' with `Args' and exactly the environment `Env'. `standard_io'
+%% connects its stdin/stdout/stderr to the channel; `detached' gives it /dev/null and the
+%% origin's stderr, and the channel only reports the exit status.
+-spec spawn(Tag :: term(), Exec :: binary(), Args :: [binary()], Env :: [{binary(), binary()}],
+            standard_io | detached) ->
+          {ok, channel()} | {error, {exec, Errno :: atom(), Path :: binary()} | atom()}.
+spawn(_Tag, _Exec, _Args, _Env, _Mode) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Listens on `Ip:Port' (SO_REUSEADDR) and accepts one connection within
+%% `AcceptTimeout' milliseconds. Frames longer than `MaxFrame' end the connection.
+-spec listen(Tag :: term(), inet:ip_address(), inet:port_number(), AcceptTimeout :: non_neg_integer(),
+             MaxFrame :: non_neg_integer()) ->
+          {ok, channel(), inet:port_number()} | {error, atom()}.
+listen(_Tag, _Ip, _Port, _AcceptTimeout, _MaxFrame) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Queues a frame (an external term format binary) for the peer. Never blocks.
+-spec send(channel(), binary()) -> ok | {error, closed}.
+send(_Channel, _Frame) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Acknowledges `Count' handled frame, console or stderr events.
+-spec ack(channel(), pos_integer()) -> ok.
+ack(_Channel, _Count) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Closes the sending side: queued frames are written while the peer reads them,
+%% then the peer sees end of file. Events keep coming until the channel ends.
+-spec close(channel()) -> ok.
+close(_Channel) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The OS pid (and process group) of the spawned program's waiting shell.
+-spec os_pid(channel()) -> non_neg_integer() | undefined.
+os_pid(_Channel) ->
+    erlang:nif_error(nif_not_loaded).

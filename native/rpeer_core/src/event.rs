@@ -1,0 +1,171 @@
+//! What a channel reports to its owner, and the flow control between them.
+//!
+//! Channel threads deliver [`Event`]s through a [`Sink`] (the NIF crate's sink sends them
+//! to the owning Erlang process). Data events are flow-controlled by [`Flow`]: a channel
+//! thread takes one credit before delivering a data event and the owner gives it back
+//! once the event is handled, so a fast peer cannot flood the owner's mailbox.
+
+use parking_lot::{Condvar, Mutex};
+use std::fmt;
+
+/// Data events the owner may have unhandled at once (see [`Flow`]).
+pub const DEFAULT_WINDOW: usize = 64;
+
+/// An event of a channel, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A control frame's payload (an external term format binary).
+    Frame(Vec<u8>),
+    /// Console text the peer wrote to its stdout, as valid UTF-8.
+    Console(Vec<u8>),
+    /// Text the peer wrote to its stderr, as valid UTF-8.
+    Stderr(Vec<u8>),
+    /// The spawned program exited; `None` when its status could not be read.
+    /// Sent after every `Console`, `Stderr` and `Frame` event of the process.
+    ExitStatus(Option<i32>),
+    /// The tcp channel accepted its peer's connection.
+    Accepted,
+    /// The tcp channel gave up waiting for the peer to connect.
+    AcceptFailed(Failure),
+    /// The tcp connection ended; nothing follows.
+    Closed(Failure),
+}
+
+impl Event {
+    /// Data events take a flow-control credit; the others are rare and always delivered.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Event::Frame(_) | Event::Console(_) | Event::Stderr(_))
+    }
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer closed the connection.
+    Eof,
+    /// No connection came within the accept timeout.
+    Timeout,
+    /// The peer declared a frame longer than the channel's maximum.
+    FrameTooLarge(usize),
+    /// An I/O error, as the OS names it (e.g. `econnreset`).
+    Io(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Eof => write!(f, "closed"),
+            Failure::Timeout => write!(f, "timeout"),
+            Failure::FrameTooLarge(len) => write!(f, "frame_too_large({len})"),
+            Failure::Io(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+/// Where a channel delivers its events. Returns `false` once the owner is gone, after
+/// which the channel stops delivering.
+pub trait Sink: Send + 'static {
+    fn deliver(&mut self, event: Event) -> bool;
+}
+
+/// Credit-based flow control between a channel thread and its owner.
+pub struct Flow {
+    state: Mutex<FlowState>,
+    changed: Condvar,
+}
+
+struct FlowState {
+    credits: usize,
+    closed: bool,
+}
+
+impl Flow {
+    pub fn new(window: usize) -> Self {
+        Flow {
+            state: Mutex::new(FlowState {
+                credits: window,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Takes a credit, waiting for the owner to return one. `false` once closed.
+    pub fn acquire(&self) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.closed {
+                return false;
+            }
+            if state.credits > 0 {
+                state.credits -= 1;
+                return true;
+            }
+            self.changed.wait(&mut state);
+        }
+    }
+
+    /// The owner handled `n` data events.
+    pub fn release(&self, n: usize) {
+        let mut state = self.state.lock();
+        state.credits = state.credits.saturating_add(n);
+        self.changed.notify_all();
+    }
+
+    /// The owner is gone: nobody waits for credits any more.
+    pub fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        self.changed.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn acquire_waits_for_release() {
+        let flow = Arc::new(Flow::new(1));
+        assert!(flow.acquire());
+        let waiter = {
+            let flow = Arc::clone(&flow);
+            thread::spawn(move || flow.acquire())
+        };
+        thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished());
+        flow.release(1);
+        assert!(waiter.join().unwrap_or(false));
+    }
+
+    #[test]
+    fn close_wakes_waiters_and_refuses_credits() {
+        let flow = Arc::new(Flow::new(0));
+        let waiter = {
+            let flow = Arc::clone(&flow);
+            thread::spawn(move || flow.acquire())
+        };
+        thread::sleep(Duration::from_millis(20));
+        flow.close();
+        assert!(!waiter.join().unwrap_or(true));
+        flow.release(5);
+        assert!(!flow.acquire());
+    }
+
+    #[test]
+    fn only_frames_and_text_are_data() {
+        assert!(Event::Frame(vec![]).is_data());
+        assert!(Event::Console(vec![]).is_data());
+        assert!(Event::Stderr(vec![]).is_data());
+        assert!(!Event::ExitStatus(Some(0)).is_data());
+        assert!(!Event::Accepted.is_data());
+        assert!(!Event::Closed(Failure::Eof).is_data());
+    }
+}

@@ -1,0 +1,11 @@
+//! rpeer's core, independent of the Erlang VM: the standard_io codec, spawning the peer
+//! program, and the standard_io and tcp channels that carry frames to and from it.
+//! The `rpeer_nif` crate adapts it to the VM.
+
+pub mod channel;
+pub mod codec;
+pub mod event;
+pub mod spawn;
+pub mod stdio;
+pub mod sys;
+pub mod tcp;

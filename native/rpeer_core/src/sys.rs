@@ -1,0 +1,179 @@
+//! Thin wrappers over the few POSIX calls std does not offer: poll, non-blocking mode,
+//! and a level-triggered waker that interrupts a channel's blocking threads.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Readiness of one descriptor after [`poll`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    /// Data to read, end of file, or an error to collect: a read will not block.
+    pub readable: bool,
+    /// A write will not block (or will fail at once).
+    pub writable: bool,
+}
+
+/// What to wait for on one descriptor.
+#[derive(Debug, Clone, Copy)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
+/// Waits until one of `fds` is ready, or `timeout` passes (`None`: no timeout).
+/// Returns one `Ready` per entry; all false on timeout. Retries on EINTR.
+pub fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<Vec<Ready>> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, interest)| libc::pollfd {
+            fd,
+            events: match interest {
+                Interest::Read => libc::POLLIN,
+                Interest::Write => libc::POLLOUT,
+            },
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = match timeout {
+        None => -1,
+        Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
+    };
+    loop {
+        // SAFETY: `pollfds` is a valid, exclusively borrowed array of `len` pollfd structs.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout_ms) };
+        if n >= 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(pollfds
+        .iter()
+        .map(|p| {
+            let done = p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+            Ready {
+                readable: p.revents & libc::POLLIN != 0 || done,
+                writable: p.revents & libc::POLLOUT != 0 || done,
+            }
+        })
+        .collect())
+}
+
+/// Puts a descriptor in non-blocking mode.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL take and return plain ints.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose read end turns readable, for good, once `wake` is called. Threads put it
+/// in their poll set to learn that their channel is being torn down.
+pub struct Waker {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Self> {
+        let (read, write) = pipe()?;
+        set_nonblocking(write.as_raw_fd())?;
+        Ok(Waker { read, write })
+    }
+
+    /// Wakes every present and future poller. Idempotent.
+    pub fn wake(&self) {
+        let byte = 1u8;
+        // SAFETY: writes one byte from a valid local to a pipe we own. A full pipe (EAGAIN)
+        // means it is already readable, which is all a wake needs.
+        unsafe {
+            libc::write(self.write.as_raw_fd(), &byte as *const u8 as *const libc::c_void, 1);
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The errno name Erlang uses for an I/O error (`enoent`, `econnreset`, ...).
+pub fn errno_name(err: &io::Error) -> String {
+    let name = match err.raw_os_error() {
+        Some(libc::ENOENT) => "enoent",
+        Some(libc::EACCES) => "eacces",
+        Some(libc::EPERM) => "eperm",
+        Some(libc::EADDRINUSE) => "eaddrinuse",
+        Some(libc::EADDRNOTAVAIL) => "eaddrnotavail",
+        Some(libc::ECONNRESET) => "econnreset",
+        Some(libc::ECONNREFUSED) => "econnrefused",
+        Some(libc::EPIPE) => "epipe",
+        Some(libc::ENOTDIR) => "enotdir",
+        Some(libc::EISDIR) => "eisdir",
+        Some(libc::ENOEXEC) => "enoexec",
+        Some(libc::EMFILE) => "emfile",
+        Some(libc::ENFILE) => "enfile",
+        Some(libc::ENOMEM) => "enomem",
+        Some(libc::EINVAL) => "einval",
+        Some(libc::ETIMEDOUT) => "etimedout",
+        Some(libc::EAGAIN) => "eagain",
+        Some(code) => return format!("errno_{code}"),
+        None => match err.kind() {
+            io::ErrorKind::UnexpectedEof => "closed",
+            io::ErrorKind::TimedOut => "timeout",
+            io::ErrorKind::InvalidInput => "einval",
+            _ => "eio",
+        },
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_woken(waker: &Waker) -> bool {
+        poll(&[(waker.fd(), Interest::Read)], Some(Duration::ZERO)).expect("poll")[0].readable
+    }
+
+    #[test]
+    fn waker_is_level_triggered() {
+        let waker = Waker::new().expect("waker");
+        assert!(!is_woken(&waker));
+        waker.wake();
+        waker.wake();
+        assert!(is_woken(&waker));
+        assert!(is_woken(&waker));
+    }
+
+    #[test]
+    fn poll_times_out_with_nothing_ready() {
+        let (read, _write) = pipe().expect("pipe");
+        let ready = poll(&[(read.as_raw_fd(), Interest::Read)], Some(Duration::from_millis(10)))
+            .expect("poll");
+        assert!(!ready[0].readable);
+    }
+
+    #[test]
+    fn errno_names_match_erlang() {
+        assert_eq!(errno_name(&io::Error::from_raw_os_error(libc::ENOENT)), "enoent");
+        assert_eq!(errno_name(&io::Error::from_raw_os_error(libc::EADDRINUSE)), "eaddrinuse");
+    }
+}

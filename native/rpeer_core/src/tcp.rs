@@ -1,0 +1,251 @@
+//! The tcp channel: the origin listens, the peer connects back (`-origin Ips Port`), and
+//! frames travel with a 4-byte big-endian length prefix (gen_tcp's `{packet, 4}`).
+//!
+//! One thread accepts (within the accept timeout) and then reads frames; a writer thread
+//! starts once the connection is there. Frames sent before that wait in the queue.
+
+use crate::channel::{self, Channel, Framing, Shared};
+use crate::event::{Event, Failure, Sink};
+use crate::sys::{self, Interest};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest frame payload accepted from the peer.
+pub const DEFAULT_MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
+const HEADER_LEN: usize = 4;
+
+/// Binds a listening socket (SO_REUSEADDR, as peer's listen) and returns it with the
+/// port it got (useful with port 0).
+pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
+/// Starts accepting the peer's connection; events go to `sink`: `Accepted` then frames
+/// and finally `Closed`, or `AcceptFailed`.
+pub fn start(listener: TcpListener, accept_timeout: Duration, max_frame: usize, sink: impl Sink) -> io::Result<Channel> {
+    let shared = Shared::new()?;
+    let (queue, frames) = channel::queue();
+    let thread_shared = Arc::clone(&shared);
+    std::thread::Builder::new().name("rpeer-tcp".into()).spawn(move || {
+        let mut conn = Connection {
+            shared: thread_shared,
+            sink,
+        };
+        let stream = match conn.accept(&listener, accept_timeout) {
+            Ok(stream) => stream,
+            Err(failure) => {
+                conn.report(Event::AcceptFailed(failure));
+                return;
+            }
+        };
+        drop(listener);
+        let failure = match conn.start_writer(&stream, frames) {
+            Ok(()) => {
+                conn.report(Event::Accepted);
+                conn.read_frames(stream, max_frame)
+            }
+            Err(e) => Failure::Io(sys::errno_name(&e)),
+        };
+        conn.report(Event::Closed(failure));
+    })?;
+    Ok(Channel::new(Some(queue), shared, None))
+}
+
+struct Connection<S: Sink> {
+    shared: Arc<Shared>,
+    sink: S,
+}
+
+impl<S: Sink> Connection<S> {
+    fn accept(&self, listener: &TcpListener, timeout: Duration) -> Result<TcpStream, Failure> {
+        let io_failure = |e: io::Error| Failure::Io(sys::errno_name(&e));
+        listener.set_nonblocking(true).map_err(io_failure)?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ready = sys::poll(
+                &[(listener.as_raw_fd(), Interest::Read), (self.shared.closed.fd(), Interest::Read)],
+                Some(left),
+            )
+            .map_err(io_failure)?;
+            if ready[1].readable {
+                return Err(Failure::Eof);
+            }
+            if !ready[0].readable {
+                if left.is_zero() {
+                    return Err(Failure::Timeout);
+                }
+                continue;
+            }
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).map_err(io_failure)?;
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                // ECONNABORTED and friends: the next connection may be fine.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(io_failure(e)),
+            }
+        }
+    }
+
+    fn start_writer(&self, stream: &TcpStream, frames: crossbeam_channel::Receiver<Box<dyn channel::Outgoing>>) -> io::Result<()> {
+        let writer = OwnedFd::from(stream.try_clone()?);
+        channel::spawn_writer(writer, frames, Framing::LengthPrefixed, Arc::clone(&self.shared))
+    }
+
+    /// Reads frames until the connection ends; returns why it ended.
+    fn read_frames(&mut self, stream: TcpStream, max_frame: usize) -> Failure {
+        let mut reader = Nonblocking { stream, shared: &self.shared };
+        loop {
+            let mut header = [0u8; HEADER_LEN];
+            if let Err(e) = reader.read_exact(&mut header) {
+                return failure_of(e);
+            }
+            let len = u32::from_be_bytes(header) as usize;
+            if len > max_frame {
+                // SAFETY: shutdown() of the socket this thread reads; the writer's clone
+                // sees the same end.
+                unsafe {
+                    libc::shutdown(reader.stream.as_raw_fd(), libc::SHUT_RDWR);
+                }
+                return Failure::FrameTooLarge(len);
+            }
+            let mut payload = vec![0u8; len];
+            if let Err(e) = reader.read_exact(&mut payload) {
+                return failure_of(e);
+            }
+            if !self.shared.flow.acquire() || !self.sink.deliver(Event::Frame(payload)) {
+                return Failure::Eof;
+            }
+        }
+    }
+
+    fn report(&mut self, event: Event) {
+        if !self.shared.is_aborted() {
+            self.sink.deliver(event);
+        }
+    }
+}
+
+fn failure_of(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        Failure::Eof
+    } else {
+        Failure::Io(sys::errno_name(&e))
+    }
+}
+
+/// The writer puts the shared socket in non-blocking mode: reads wait with poll.
+struct Nonblocking<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+}
+
+impl Read for Nonblocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.shared.is_aborted() {
+                        return Ok(0);
+                    }
+                    sys::poll(
+                        &[(self.stream.as_raw_fd(), Interest::Read), (self.shared.aborted.fd(), Interest::Read)],
+                        None,
+                    )?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::{unbounded, Receiver, Sender};
+    use std::io::Write;
+
+    struct TestSink(Sender<Event>);
+    impl Sink for TestSink {
+        fn deliver(&mut self, event: Event) -> bool {
+            self.0.send(event).is_ok()
+        }
+    }
+
+    fn loopback_channel(timeout: Duration, max_frame: usize) -> (Channel, Receiver<Event>, u16) {
+        let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let (tx, rx) = unbounded();
+        let channel = start(listener, timeout, max_frame, TestSink(tx)).expect("start");
+        (channel, rx, port)
+    }
+
+    fn next(rx: &Receiver<Event>) -> Event {
+        rx.recv_timeout(Duration::from_secs(10)).expect("event")
+    }
+
+    #[test]
+    fn frames_travel_both_ways_with_length_prefix() {
+        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        channel.send(Box::new(b"queued before accept".to_vec())).expect("send");
+        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        let mut got = [0u8; 4 + 20];
+        peer.read_exact(&mut got).expect("read");
+        assert_eq!(&got[..4], &20u32.to_be_bytes());
+        assert_eq!(&got[4..], b"queued before accept");
+        peer.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).expect("write");
+        assert_eq!(next(&rx), Event::Frame(b"abc".to_vec()));
+        channel.ack(1);
+        drop(peer);
+        assert_eq!(next(&rx), Event::Closed(Failure::Eof));
+    }
+
+    #[test]
+    fn accept_times_out() {
+        let (_channel, rx, _port) = loopback_channel(Duration::from_millis(50), DEFAULT_MAX_FRAME);
+        assert_eq!(next(&rx), Event::AcceptFailed(Failure::Timeout));
+    }
+
+    #[test]
+    fn oversized_declared_frame_closes_the_channel() {
+        let (_channel, rx, port) = loopback_channel(Duration::from_secs(10), 16);
+        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        peer.write_all(&1000u32.to_be_bytes()).expect("write");
+        assert_eq!(next(&rx), Event::Closed(Failure::FrameTooLarge(1000)));
+        let mut rest = Vec::new();
+        assert_eq!(peer.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn close_ends_the_connection_for_the_peer() {
+        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        channel.send(Box::new(b"last".to_vec())).expect("send");
+        channel.close();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).expect("read");
+        assert_eq!(rest, [&4u32.to_be_bytes()[..], b"last"].concat());
+    }
+
+    #[test]
+    fn address_in_use_is_reported() {
+        let (_first, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let err = listen(SocketAddr::from(([127, 0, 0, 1], port))).expect_err("in use");
+        assert_eq!(sys::errno_name(&err), "eaddrinuse");
+    }
+}

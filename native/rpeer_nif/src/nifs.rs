@@ -1,0 +1,171 @@
+//! The NIF functions: each decodes its arguments, calls rpeer_core, encodes the answer.
+//! Only `spawn` can take long (fork and exec): it runs on a dirty I/O scheduler.
+
+use crate::atoms;
+use crate::resource::ChannelResource;
+use crate::sink::{errno_atom, ProcessSink};
+use rpeer_core::channel::Outgoing;
+use rpeer_core::spawn::{self, Spec, SpawnError, StdioMode};
+use rpeer_core::{stdio, sys, tcp};
+use rustler::env::{OwnedEnv, SavedTerm};
+use rustler::types::tuple::get_tuple;
+use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, ResourceArc, Term};
+use std::ffi::OsString;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
+
+/// Starts `Exec Args` with exactly the environment `Env`; `Mode` is `standard_io`
+/// (pipes: the channel carries frames) or `detached` (the channel reports only the exit
+/// status). Events go to the caller as `{rpeer, Tag, Event}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn spawn<'a>(
+    env: Env<'a>,
+    tag: Term<'a>,
+    exec: Binary<'a>,
+    arguments: Vec<Binary<'a>>,
+    environment: Vec<(Binary<'a>, Binary<'a>)>,
+    mode: Atom,
+) -> NifResult<Term<'a>> {
+    let stdio = if mode == atoms::standard_io() {
+        StdioMode::Piped
+    } else if mode == atoms::detached() {
+        StdioMode::Detached
+    } else {
+        return Err(Error::BadArg);
+    };
+    let spec = Spec {
+        program: os_string(&exec),
+        args: arguments.iter().map(os_string).collect(),
+        env: environment.iter().map(|(k, v)| (os_string(k), os_string(v))).collect(),
+        stdio,
+    };
+    let spawned = match spawn::spawn(&spec) {
+        Ok(spawned) => spawned,
+        Err(SpawnError::Exec(errno, path)) => {
+            let path = path.into_os_string().into_vec();
+            let reason = (atoms::exec(), errno_atom(env, &errno), crate::sink::binary(env, &path));
+            return Ok((atoms::error(), reason).encode(env));
+        }
+        Err(SpawnError::Os(errno)) => return Ok((atoms::error(), errno_atom(env, &errno)).encode(env)),
+    };
+    let sink = ProcessSink::new(env.pid(), tag);
+    match stdio::start(spawned, sink) {
+        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel)).encode(env)),
+        Err(e) => Ok(io_error(env, &e)),
+    }
+}
+
+/// Listens on `Ip:Port` and accepts one peer connection within `AcceptTimeout` ms.
+/// Returns `{ok, Channel, BoundPort}`; events go to the caller as `{rpeer, Tag, Event}`.
+#[rustler::nif]
+fn listen<'a>(env: Env<'a>, tag: Term<'a>, ip: Term<'a>, port: u16, accept_timeout: u64, max_frame: usize) -> NifResult<Term<'a>> {
+    let addr = SocketAddr::new(decode_ip(ip)?, port);
+    let (listener, bound) = match tcp::listen(addr) {
+        Ok(bound) => bound,
+        Err(e) => return Ok(io_error(env, &e)),
+    };
+    let sink = ProcessSink::new(env.pid(), tag);
+    match tcp::start(listener, Duration::from_millis(accept_timeout), max_frame, sink) {
+        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel), bound).encode(env)),
+        Err(e) => Ok(io_error(env, &e)),
+    }
+}
+
+/// Queues one frame (an external term format binary) for the peer. Never copies it.
+#[rustler::nif]
+fn send<'a>(env: Env<'a>, channel: ResourceArc<ChannelResource>, payload: Binary<'a>) -> Term<'a> {
+    let owned_env = OwnedEnv::new();
+    let saved = owned_env.save(payload);
+    let frame = KeptBinary {
+        env: owned_env,
+        term: saved,
+        len: payload.len(),
+    };
+    match channel.channel.send(Box::new(frame)) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(_) => (atoms::error(), atoms::closed()).encode(env),
+    }
+}
+
+/// The caller handled `Count` data events of the channel.
+#[rustler::nif]
+fn ack(channel: ResourceArc<ChannelResource>, count: usize) -> Atom {
+    channel.channel.ack(count);
+    atoms::ok()
+}
+
+/// Closes the sending side; events keep coming until the channel ends.
+#[rustler::nif]
+fn close(channel: ResourceArc<ChannelResource>) -> Atom {
+    channel.channel.close();
+    atoms::ok()
+}
+
+/// OS pid of a spawned program's waiting shell, or `undefined` for a tcp channel.
+#[rustler::nif]
+fn os_pid(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
+    match channel.channel.os_pid() {
+        Some(pid) => pid.encode(env),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+/// An Erlang binary kept alive (not copied) until the writer thread has written it.
+struct KeptBinary {
+    env: OwnedEnv,
+    term: SavedTerm,
+    len: usize,
+}
+
+impl Outgoing for KeptBinary {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.env.run(|env| match self.term.load(env).decode::<Binary>() {
+            Ok(binary) => f(binary.as_slice()),
+            Err(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "saved payload is not a binary")),
+        })
+    }
+}
+
+fn owned_resource(env: Env, channel: rpeer_core::channel::Channel) -> ResourceArc<ChannelResource> {
+    let resource = ResourceArc::new(ChannelResource { channel });
+    // A failed monitor means the owner is already dead: abort at once.
+    if env.monitor(&resource, &env.pid()).is_none() {
+        resource.channel.abort();
+    }
+    resource
+}
+
+fn os_string(binary: &Binary) -> OsString {
+    OsString::from_vec(binary.as_slice().to_vec())
+}
+
+fn io_error<'a>(env: Env<'a>, e: &io::Error) -> Term<'a> {
+    (atoms::error(), errno_atom(env, &sys::errno_name(e))).encode(env)
+}
+
+fn decode_ip(term: Term) -> NifResult<IpAddr> {
+    let parts = get_tuple(term)?;
+    match parts.len() {
+        4 => {
+            let mut octets = [0u8; 4];
+            for (octet, part) in octets.iter_mut().zip(&parts) {
+                *octet = part.decode()?;
+            }
+            Ok(IpAddr::V4(Ipv4Addr::from(octets)))
+        }
+        8 => {
+            let mut segments = [0u16; 8];
+            for (segment, part) in segments.iter_mut().zip(&parts) {
+                *segment = part.decode()?;
+            }
+            Ok(IpAddr::V6(Ipv6Addr::from(segments)))
+        }
+        _ => Err(Error::BadArg),
+    }
+}

@@ -1,0 +1,20 @@
+//! The channel resource held by the owning Erlang process.
+
+use rpeer_core::channel::Channel;
+use rustler::{Env, LocalPid, Monitor, Resource};
+
+/// One peer channel (standard_io, tcp, or the exit status of a detached program).
+/// The owner is monitored: when it dies the channel is aborted, which closes the peer's
+/// stdin or socket. Dropping the resource aborts it too.
+pub struct ChannelResource {
+    pub channel: Channel,
+}
+
+#[rustler::resource_impl]
+impl Resource for ChannelResource {
+    const IMPLEMENTS_DOWN: bool = true;
+
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        self.channel.abort();
+    }
+}

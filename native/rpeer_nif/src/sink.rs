@@ -1,0 +1,89 @@
+//! Delivers channel events to the owner as `{rpeer, Tag, Event}` messages, from the
+//! channel's own threads (never a VM thread, where `send_and_clear` would panic).
+
+use crate::atoms;
+use rpeer_core::event::{Event, Failure, Sink};
+use rustler::env::{OwnedEnv, SavedTerm};
+use rustler::types::atom::Atom;
+use rustler::{Encoder, Env, LocalPid, OwnedBinary, Term};
+
+pub struct ProcessSink {
+    owner: LocalPid,
+    /// Holds the owner's tag for the channel; never cleared.
+    tag_env: OwnedEnv,
+    tag: SavedTerm,
+    msg_env: OwnedEnv,
+}
+
+impl ProcessSink {
+    pub fn new(owner: LocalPid, tag: Term) -> Self {
+        let tag_env = OwnedEnv::new();
+        let tag = tag_env.save(tag);
+        ProcessSink {
+            owner,
+            tag_env,
+            tag,
+            msg_env: OwnedEnv::new(),
+        }
+    }
+}
+
+impl Sink for ProcessSink {
+    fn deliver(&mut self, event: Event) -> bool {
+        let ProcessSink {
+            owner,
+            tag_env,
+            tag,
+            msg_env,
+        } = self;
+        tag_env.run(|tenv| {
+            let tag = tag.load(tenv);
+            msg_env
+                .send_and_clear(owner, |env| {
+                    (atoms::rpeer(), tag.in_env(env), encode_event(env, event)).encode(env)
+                })
+                .is_ok()
+        })
+    }
+}
+
+fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
+    match event {
+        Event::Frame(payload) => (atoms::frame(), binary(env, &payload)).encode(env),
+        Event::Console(text) => (atoms::console(), binary(env, &text)).encode(env),
+        Event::Stderr(text) => (atoms::stderr(), binary(env, &text)).encode(env),
+        Event::ExitStatus(Some(status)) => (atoms::exit_status(), status).encode(env),
+        Event::ExitStatus(None) => (atoms::exit_status(), atoms::unknown()).encode(env),
+        Event::Accepted => atoms::accepted().encode(env),
+        Event::AcceptFailed(failure) => (atoms::accept_failed(), failure_term(env, failure)).encode(env),
+        Event::Closed(failure) => (atoms::closed(), failure_term(env, failure)).encode(env),
+    }
+}
+
+fn failure_term<'a>(env: Env<'a>, failure: Failure) -> Term<'a> {
+    match failure {
+        Failure::Eof => atoms::closed().encode(env),
+        Failure::Timeout => atoms::timeout().encode(env),
+        Failure::FrameTooLarge(len) => (atoms::frame_too_large(), len).encode(env),
+        Failure::Io(name) => errno_atom(env, &name),
+    }
+}
+
+pub fn errno_atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
+    match Atom::from_str(env, name) {
+        Ok(atom) => atom.encode(env),
+        Err(_) => name.encode(env),
+    }
+}
+
+/// A binary term holding `bytes` (rustler encodes `&[u8]` as a list).
+pub fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    match OwnedBinary::new(bytes.len()) {
+        Some(mut owned) => {
+            owned.as_mut_slice().copy_from_slice(bytes);
+            owned.release(env).encode(env)
+        }
+        // Allocation failure: say so rather than lose the data silently.
+        None => (atoms::error(), atoms::frame_too_large()).encode(env),
+    }
+}
