@@ -236,8 +236,9 @@ send(Dest, To, Message) ->
           %% the channel once frames can be sent: after the tcp peer connected, and
           %%  until the peer is gone
           connection :: undefined | rpeer_nif:channel(),
-          %% the detached launcher of a dist or tcp peer (reports only its own exit)
-          launcher :: undefined | rpeer_nif:channel(),
+          %% the detached launcher of a dist or tcp peer (reports only its own exit),
+          %%  with the tag of its messages
+          launcher :: undefined | {reference(), rpeer_nif:channel()},
           %% peer state
           peer_state = booting :: peer_state(),
           %% pid/ref saved for gen:reply() when node is booted, or false
@@ -262,15 +263,15 @@ init([Notify, Options]) ->
             PostProcessArgs = maps:get(post_process_args, Options, fun (As) -> As end),
             FinalArgs = PostProcessArgs(Args),
             Env = environment(maps:get(env, Options, [])),
-            Mode = case Options of
-                       #{connection := standard_io} -> standard_io;
-                       _ -> detached
-                   end,
-            case rpeer_nif:spawn(Tag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
+            {Mode, SpawnTag} = case Options of
+                                   #{connection := standard_io} -> {standard_io, Tag};
+                                   _ -> {detached, make_ref()}
+                               end,
+            case rpeer_nif:spawn(SpawnTag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
                 {ok, Spawned} ->
                     State = #peer_state{options = saved_options(Options), notify = Notify,
                                         args = Args, exec = Exec, tag = Tag},
-                    {ok, connected(Mode, Spawned, Channel, State)};
+                    {ok, connected(Mode, {SpawnTag, Spawned}, Channel, State)};
                 {error, Reason} ->
                     Channel =/= undefined andalso rpeer_nif:close(Channel),
                     {stop, spawn_error(Reason)}
@@ -288,7 +289,7 @@ saved_options(Options) ->
 
 %% standard_io: the spawned program is the connection. tcp: the connection comes with
 %%  the accept. dist: no alternative connection at all.
-connected(standard_io, Spawned, undefined, State) ->
+connected(standard_io, {_Tag, Spawned}, undefined, State) ->
     State#peer_state{channel = Spawned, connection = Spawned};
 connected(detached, Launcher, Listening, State) ->
     State#peer_state{channel = Listening, launcher = Launcher}.
@@ -369,11 +370,12 @@ handle_info({rpeer, Tag, {closed, Reason}}, #peer_state{tag = Tag} = State) ->
     maybe_stop(closed_reason(Reason), State#peer_state{connection = undefined});
 
 %% the standard_io peer exited, returned Status code
-handle_info({rpeer, Tag, {exit_status, Status}}, #peer_state{tag = Tag, launcher = undefined} = State) ->
+handle_info({rpeer, Tag, {exit_status, Status}}, #peer_state{tag = Tag} = State) ->
     maybe_stop({exit_status, Status}, State#peer_state{connection = undefined});
 
 %% the launcher of a detached (dist or tcp) peer exited: the node lives on
-handle_info({rpeer, Tag, {exit_status, _Status}}, #peer_state{tag = Tag} = State) ->
+handle_info({rpeer, LauncherTag, {exit_status, _Status}},
+            #peer_state{launcher = {LauncherTag, _}} = State) ->
     {noreply, State#peer_state{launcher = undefined}};
 
 %% booting: peer notifies via Erlang distribution
@@ -451,7 +453,7 @@ wait_channel_end(#peer_state{tag = Tag, channel = Channel} = State, Deadline) ->
         {rpeer, Tag, {frame, _}} ->
             ok = rpeer_nif:ack(Channel, 1),
             wait_channel_end(State, Deadline);
-        {rpeer, Tag, {exit_status, _}} when State#peer_state.launcher =:= undefined ->
+        {rpeer, Tag, {exit_status, _}} ->
             ok;
         {rpeer, Tag, {closed, _}} ->
             ok

@@ -191,12 +191,12 @@ struct Writer<'a> {
 impl Writer<'_> {
     fn write_frame(&mut self, frame: &dyn Outgoing, framing: Framing) -> io::Result<()> {
         let len = frame.len();
+        // Both framings carry the size in 32 bits.
+        let size = u32::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
         match framing {
             Framing::LengthPrefixed => {
-                let header = u32::try_from(len)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?
-                    .to_be_bytes();
-                self.write_all(&header)?;
+                self.write_all(&size.to_be_bytes())?;
                 frame.with_bytes(&mut |bytes| self.write_all(bytes))
             }
             Framing::Nibbles => {
@@ -224,7 +224,8 @@ impl Writer<'_> {
     fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             // SAFETY: writes from a valid slice to a descriptor this thread owns.
-            let n = unsafe { libc::write(self.fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+            let n =
+                unsafe { libc::write(self.fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
             if n >= 0 {
                 bytes = &bytes[n as usize..];
                 continue;
@@ -245,7 +246,10 @@ impl Writer<'_> {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel aborted"));
             }
             let ready = sys::poll(
-                &[(self.fd, Interest::Write), (self.shared.aborted.fd(), Interest::Read)],
+                &[
+                    (self.fd, Interest::Write),
+                    (self.shared.aborted.fd(), Interest::Read),
+                ],
                 None,
             )?;
             if ready[0].writable {

@@ -92,7 +92,12 @@ impl ExitStatusReader {
                 }
                 None
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                None
+            }
             Err(_) => Some(self.parse()),
         }
     }
@@ -157,8 +162,14 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)));
     match spec.stdio {
-        StdioMode::Piped => command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()),
-        StdioMode::Detached => command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()),
+        StdioMode::Piped => command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        StdioMode::Detached => command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
     };
     let status_fd = status_write.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes
@@ -201,7 +212,13 @@ fn prepare_child(status_fd: libc::c_int) -> io::Result<()> {
         }
         // Close-on-exec rather than close: std's own exec-error pipe must stay usable.
         let first = (STATUS_FD + 1) as libc::c_uint;
-        if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
             let mut limit = libc::sysconf(libc::_SC_OPEN_MAX);
             if !(0..=1 << 20).contains(&limit) {
                 limit = 1 << 16;
@@ -232,7 +249,10 @@ mod tests {
         let spec = Spec {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
-            env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("RPEER_T".into(), "yes".into())],
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("RPEER_T".into(), "yes".into()),
+            ],
             stdio,
         };
         spawn(&spec).expect("spawn")
@@ -240,7 +260,9 @@ mod tests {
 
     fn read_all(fd: Option<OwnedFd>) -> String {
         let mut text = String::new();
-        File::from(fd.expect("piped")).read_to_string(&mut text).expect("read");
+        File::from(fd.expect("piped"))
+            .read_to_string(&mut text)
+            .expect("read");
         text
     }
 
@@ -258,8 +280,13 @@ mod tests {
 
     #[test]
     fn pipes_carry_stdin_stdout_and_stderr() {
-        let mut child = sh("read line; echo \"out:$line\"; echo err >&2", StdioMode::Piped);
-        File::from(child.stdin.take().expect("stdin")).write_all(b"hello\n").expect("write");
+        let mut child = sh(
+            "read line; echo \"out:$line\"; echo err >&2",
+            StdioMode::Piped,
+        );
+        File::from(child.stdin.take().expect("stdin"))
+            .write_all(b"hello\n")
+            .expect("write");
         assert_eq!(read_all(child.stdout.take()), "out:hello\n");
         assert_eq!(read_all(child.stderr.take()), "err\n");
         assert_eq!(child.status.wait(), Some(0));
@@ -274,7 +301,10 @@ mod tests {
     #[test]
     fn status_pipe_is_closed_for_the_program() {
         let mut child = sh("ls /proc/self/fd", StdioMode::Piped);
-        let fds: Vec<String> = read_all(child.stdout.take()).lines().map(str::to_string).collect();
+        let fds: Vec<String> = read_all(child.stdout.take())
+            .lines()
+            .map(str::to_string)
+            .collect();
         // 0, 1, 2 and the directory ls itself opened (3): the status pipe and the test
         // process's other descriptors are not inherited.
         assert_eq!(fds, ["0", "1", "2", "3"]);
@@ -310,6 +340,8 @@ mod tests {
 
     #[test]
     fn bare_name_is_not_searched_in_path() {
-        assert!(matches!(resolve_program(OsStr::new("sh")), Err(SpawnError::Exec(ref e, _)) if e == "enoent"));
+        assert!(
+            matches!(resolve_program(OsStr::new("sh")), Err(SpawnError::Exec(ref e, _)) if e == "enoent")
+        );
     }
 }

@@ -69,7 +69,12 @@ impl Stream {
                 Some(&[])
             }
             Ok(n) => Some(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                None
+            }
             Err(_) => {
                 self.open = false;
                 Some(&[])
@@ -108,15 +113,23 @@ impl Reader {
             };
             let mut fds = Vec::with_capacity(3);
             if out_open {
-                fds.push((self.stdout.as_ref().map_or(-1, |s| s.file.as_raw_fd()), Interest::Read));
+                fds.push((
+                    self.stdout.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
+                    Interest::Read,
+                ));
             }
             if err_open {
-                fds.push((self.stderr.as_ref().map_or(-1, |s| s.file.as_raw_fd()), Interest::Read));
+                fds.push((
+                    self.stderr.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
+                    Interest::Read,
+                ));
             }
             if exit.is_none() {
                 fds.push((self.status.fd(), Interest::Read));
             }
-            let Ok(ready) = sys::poll(&fds, timeout) else { break };
+            let Ok(ready) = sys::poll(&fds, timeout) else {
+                break;
+            };
             let mut ready = ready.into_iter();
             if out_open && ready.next().is_some_and(|r| r.readable) {
                 if let Some(bytes) = self.stdout.as_mut().and_then(|s| s.read(&mut buf)) {
@@ -214,7 +227,10 @@ mod tests {
     }
 
     /// Collects events until the exit status, acknowledging data events.
-    fn collect(channel: &Channel, rx: &Receiver<Event>) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Option<i32>) {
+    fn collect(
+        channel: &Channel,
+        rx: &Receiver<Event>,
+    ) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Option<i32>) {
         let (mut out, mut err, mut frames) = (Vec::new(), Vec::new(), Vec::new());
         loop {
             let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
@@ -236,14 +252,19 @@ mod tests {
         // cat echoes the encoded frames back; the shell adds text around them.
         let (channel, rx) = start_sh("echo before; cat; echo after >&2; exit 3", StdioMode::Piped);
         channel.send(Box::new(b"hello".to_vec())).expect("send");
-        channel.send(Box::new(vec![7u8; 3 * WRITE_TEST_CHUNK])).expect("send");
+        channel
+            .send(Box::new(vec![7u8; 3 * WRITE_TEST_CHUNK]))
+            .expect("send");
         channel.close();
         let (out, err, frames, status) = collect(&channel, &rx);
         assert_eq!(out, b"before\n");
         assert_eq!(err, b"after\n");
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0], b"hello");
-        assert!(frames[1] == vec![7u8; 3 * WRITE_TEST_CHUNK], "big frame corrupted");
+        assert!(
+            frames[1] == vec![7u8; 3 * WRITE_TEST_CHUNK],
+            "big frame corrupted"
+        );
         assert_eq!(status, Some(3));
     }
 
@@ -273,15 +294,25 @@ mod tests {
     fn detached_program_reports_only_its_status() {
         let (channel, rx) = start_sh("exit 5", StdioMode::Detached);
         assert_eq!(channel.send(Box::new(vec![1])), Err(channel::Closed));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).expect("event"), Event::ExitStatus(Some(5)));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("event"),
+            Event::ExitStatus(Some(5))
+        );
     }
 
     #[test]
     fn flow_control_holds_events_until_acked() {
-        let (channel, rx) = start_sh("i=0; while [ $i -lt 200 ]; do echo line$i; sleep 0.001; i=$((i+1)); done", StdioMode::Piped);
+        let (channel, rx) = start_sh(
+            "i=0; while [ $i -lt 200 ]; do echo line$i; sleep 0.001; i=$((i+1)); done",
+            StdioMode::Piped,
+        );
         std::thread::sleep(Duration::from_millis(600));
         // Without acks no more than the window of data events is delivered.
-        assert!(rx.len() <= crate::event::DEFAULT_WINDOW, "{} events", rx.len());
+        assert!(
+            rx.len() <= crate::event::DEFAULT_WINDOW,
+            "{} events",
+            rx.len()
+        );
         let (out, _, _, status) = collect(&channel, &rx);
         let expected: String = (0..200).map(|i| format!("line{i}\n")).collect();
         assert_eq!(String::from_utf8(out).expect("utf8"), expected);

@@ -41,7 +41,13 @@ pub fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<
     };
     loop {
         // SAFETY: `pollfds` is a valid, exclusively borrowed array of `len` pollfd structs.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout_ms) };
+        let n = unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
         if n >= 0 {
             break;
         }
@@ -94,7 +100,11 @@ impl Waker {
         // SAFETY: writes one byte from a valid local to a pipe we own. A full pipe (EAGAIN)
         // means it is already readable, which is all a wake needs.
         unsafe {
-            libc::write(self.write.as_raw_fd(), &byte as *const u8 as *const libc::c_void, 1);
+            libc::write(
+                self.write.as_raw_fd(),
+                &byte as *const u8 as *const libc::c_void,
+                1,
+            );
         }
     }
 
@@ -166,14 +176,23 @@ mod tests {
     #[test]
     fn poll_times_out_with_nothing_ready() {
         let (read, _write) = pipe().expect("pipe");
-        let ready = poll(&[(read.as_raw_fd(), Interest::Read)], Some(Duration::from_millis(10)))
-            .expect("poll");
+        let ready = poll(
+            &[(read.as_raw_fd(), Interest::Read)],
+            Some(Duration::from_millis(10)),
+        )
+        .expect("poll");
         assert!(!ready[0].readable);
     }
 
     #[test]
     fn errno_names_match_erlang() {
-        assert_eq!(errno_name(&io::Error::from_raw_os_error(libc::ENOENT)), "enoent");
-        assert_eq!(errno_name(&io::Error::from_raw_os_error(libc::EADDRINUSE)), "eaddrinuse");
+        assert_eq!(
+            errno_name(&io::Error::from_raw_os_error(libc::ENOENT)),
+            "enoent"
+        );
+        assert_eq!(
+            errno_name(&io::Error::from_raw_os_error(libc::EADDRINUSE)),
+            "eaddrinuse"
+        );
     }
 }

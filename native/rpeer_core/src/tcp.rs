@@ -27,32 +27,39 @@ pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, u16)> {
 
 /// Starts accepting the peer's connection; events go to `sink`: `Accepted` then frames
 /// and finally `Closed`, or `AcceptFailed`.
-pub fn start(listener: TcpListener, accept_timeout: Duration, max_frame: usize, sink: impl Sink) -> io::Result<Channel> {
+pub fn start(
+    listener: TcpListener,
+    accept_timeout: Duration,
+    max_frame: usize,
+    sink: impl Sink,
+) -> io::Result<Channel> {
     let shared = Shared::new()?;
     let (queue, frames) = channel::queue();
     let thread_shared = Arc::clone(&shared);
-    std::thread::Builder::new().name("rpeer-tcp".into()).spawn(move || {
-        let mut conn = Connection {
-            shared: thread_shared,
-            sink,
-        };
-        let stream = match conn.accept(&listener, accept_timeout) {
-            Ok(stream) => stream,
-            Err(failure) => {
-                conn.report(Event::AcceptFailed(failure));
-                return;
-            }
-        };
-        drop(listener);
-        let failure = match conn.start_writer(&stream, frames) {
-            Ok(()) => {
-                conn.report(Event::Accepted);
-                conn.read_frames(stream, max_frame)
-            }
-            Err(e) => Failure::Io(sys::errno_name(&e)),
-        };
-        conn.report(Event::Closed(failure));
-    })?;
+    std::thread::Builder::new()
+        .name("rpeer-tcp".into())
+        .spawn(move || {
+            let mut conn = Connection {
+                shared: thread_shared,
+                sink,
+            };
+            let stream = match conn.accept(&listener, accept_timeout) {
+                Ok(stream) => stream,
+                Err(failure) => {
+                    conn.report(Event::AcceptFailed(failure));
+                    return;
+                }
+            };
+            drop(listener);
+            let failure = match conn.start_writer(&stream, frames) {
+                Ok(()) => {
+                    conn.report(Event::Accepted);
+                    conn.read_frames(stream, max_frame)
+                }
+                Err(e) => Failure::Io(sys::errno_name(&e)),
+            };
+            conn.report(Event::Closed(failure));
+        })?;
     Ok(Channel::new(Some(queue), shared, None))
 }
 
@@ -69,7 +76,10 @@ impl<S: Sink> Connection<S> {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let ready = sys::poll(
-                &[(listener.as_raw_fd(), Interest::Read), (self.shared.closed.fd(), Interest::Read)],
+                &[
+                    (listener.as_raw_fd(), Interest::Read),
+                    (self.shared.closed.fd(), Interest::Read),
+                ],
                 Some(left),
             )
             .map_err(io_failure)?;
@@ -88,7 +98,11 @@ impl<S: Sink> Connection<S> {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 // ECONNABORTED and friends: the next connection may be fine.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
@@ -99,14 +113,26 @@ impl<S: Sink> Connection<S> {
         }
     }
 
-    fn start_writer(&self, stream: &TcpStream, frames: crossbeam_channel::Receiver<Box<dyn channel::Outgoing>>) -> io::Result<()> {
+    fn start_writer(
+        &self,
+        stream: &TcpStream,
+        frames: crossbeam_channel::Receiver<Box<dyn channel::Outgoing>>,
+    ) -> io::Result<()> {
         let writer = OwnedFd::from(stream.try_clone()?);
-        channel::spawn_writer(writer, frames, Framing::LengthPrefixed, Arc::clone(&self.shared))
+        channel::spawn_writer(
+            writer,
+            frames,
+            Framing::LengthPrefixed,
+            Arc::clone(&self.shared),
+        )
     }
 
     /// Reads frames until the connection ends; returns why it ended.
     fn read_frames(&mut self, stream: TcpStream, max_frame: usize) -> Failure {
-        let mut reader = Nonblocking { stream, shared: &self.shared };
+        let mut reader = Nonblocking {
+            stream,
+            shared: &self.shared,
+        };
         loop {
             let mut header = [0u8; HEADER_LEN];
             if let Err(e) = reader.read_exact(&mut header) {
@@ -161,7 +187,10 @@ impl Read for Nonblocking<'_> {
                         return Ok(0);
                     }
                     sys::poll(
-                        &[(self.stream.as_raw_fd(), Interest::Read), (self.shared.aborted.fd(), Interest::Read)],
+                        &[
+                            (self.stream.as_raw_fd(), Interest::Read),
+                            (self.shared.aborted.fd(), Interest::Read),
+                        ],
                         None,
                     )?;
                 }
@@ -199,14 +228,17 @@ mod tests {
     #[test]
     fn frames_travel_both_ways_with_length_prefix() {
         let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        channel.send(Box::new(b"queued before accept".to_vec())).expect("send");
+        channel
+            .send(Box::new(b"queued before accept".to_vec()))
+            .expect("send");
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
         let mut got = [0u8; 4 + 20];
         peer.read_exact(&mut got).expect("read");
         assert_eq!(&got[..4], &20u32.to_be_bytes());
         assert_eq!(&got[4..], b"queued before accept");
-        peer.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).expect("write");
+        peer.write_all(&[0, 0, 0, 3, b'a', b'b', b'c'])
+            .expect("write");
         assert_eq!(next(&rx), Event::Frame(b"abc".to_vec()));
         channel.ack(1);
         drop(peer);
@@ -227,7 +259,10 @@ mod tests {
         peer.write_all(&1000u32.to_be_bytes()).expect("write");
         assert_eq!(next(&rx), Event::Closed(Failure::FrameTooLarge(1000)));
         let mut rest = Vec::new();
-        assert_eq!(peer.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0);
+        assert_eq!(
+            peer.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0),
+            0
+        );
     }
 
     #[test]

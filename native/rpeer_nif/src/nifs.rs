@@ -5,7 +5,7 @@ use crate::atoms;
 use crate::resource::ChannelResource;
 use crate::sink::{errno_atom, ProcessSink};
 use rpeer_core::channel::Outgoing;
-use rpeer_core::spawn::{self, Spec, SpawnError, StdioMode};
+use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
 use rpeer_core::{stdio, sys, tcp};
 use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::types::tuple::get_tuple;
@@ -38,17 +38,26 @@ fn spawn<'a>(
     let spec = Spec {
         program: os_string(&exec),
         args: arguments.iter().map(os_string).collect(),
-        env: environment.iter().map(|(k, v)| (os_string(k), os_string(v))).collect(),
+        env: environment
+            .iter()
+            .map(|(k, v)| (os_string(k), os_string(v)))
+            .collect(),
         stdio,
     };
     let spawned = match spawn::spawn(&spec) {
         Ok(spawned) => spawned,
         Err(SpawnError::Exec(errno, path)) => {
             let path = path.into_os_string().into_vec();
-            let reason = (atoms::exec(), errno_atom(env, &errno), crate::sink::binary(env, &path));
+            let reason = (
+                atoms::exec(),
+                errno_atom(env, &errno),
+                crate::sink::binary(env, &path),
+            );
             return Ok((atoms::error(), reason).encode(env));
         }
-        Err(SpawnError::Os(errno)) => return Ok((atoms::error(), errno_atom(env, &errno)).encode(env)),
+        Err(SpawnError::Os(errno)) => {
+            return Ok((atoms::error(), errno_atom(env, &errno)).encode(env))
+        }
     };
     let sink = ProcessSink::new(env.pid(), tag);
     match stdio::start(spawned, sink) {
@@ -60,14 +69,26 @@ fn spawn<'a>(
 /// Listens on `Ip:Port` and accepts one peer connection within `AcceptTimeout` ms.
 /// Returns `{ok, Channel, BoundPort}`; events go to the caller as `{rpeer, Tag, Event}`.
 #[rustler::nif]
-fn listen<'a>(env: Env<'a>, tag: Term<'a>, ip: Term<'a>, port: u16, accept_timeout: u64, max_frame: usize) -> NifResult<Term<'a>> {
+fn listen<'a>(
+    env: Env<'a>,
+    tag: Term<'a>,
+    ip: Term<'a>,
+    port: u16,
+    accept_timeout: u64,
+    max_frame: usize,
+) -> NifResult<Term<'a>> {
     let addr = SocketAddr::new(decode_ip(ip)?, port);
     let (listener, bound) = match tcp::listen(addr) {
         Ok(bound) => bound,
         Err(e) => return Ok(io_error(env, &e)),
     };
     let sink = ProcessSink::new(env.pid(), tag);
-    match tcp::start(listener, Duration::from_millis(accept_timeout), max_frame, sink) {
+    match tcp::start(
+        listener,
+        Duration::from_millis(accept_timeout),
+        max_frame,
+        sink,
+    ) {
         Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel), bound).encode(env)),
         Err(e) => Ok(io_error(env, &e)),
     }
@@ -125,10 +146,14 @@ impl Outgoing for KeptBinary {
     }
 
     fn with_bytes(&self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        self.env.run(|env| match self.term.load(env).decode::<Binary>() {
-            Ok(binary) => f(binary.as_slice()),
-            Err(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "saved payload is not a binary")),
-        })
+        self.env
+            .run(|env| match self.term.load(env).decode::<Binary>() {
+                Ok(binary) => f(binary.as_slice()),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "saved payload is not a binary",
+                )),
+            })
     }
 }
 

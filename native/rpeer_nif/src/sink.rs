@@ -55,7 +55,9 @@ fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
         Event::ExitStatus(Some(status)) => (atoms::exit_status(), status).encode(env),
         Event::ExitStatus(None) => (atoms::exit_status(), atoms::unknown()).encode(env),
         Event::Accepted => atoms::accepted().encode(env),
-        Event::AcceptFailed(failure) => (atoms::accept_failed(), failure_term(env, failure)).encode(env),
+        Event::AcceptFailed(failure) => {
+            (atoms::accept_failed(), failure_term(env, failure)).encode(env)
+        }
         Event::Closed(failure) => (atoms::closed(), failure_term(env, failure)).encode(env),
     }
 }
