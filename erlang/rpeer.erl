@@ -142,6 +142,15 @@
 %% Largest frame accepted from a tcp peer (the standard_io decoder has the same bound).
 -define(MAX_FRAME, 256 * 1024 * 1024).
 
+%% How much of the peer's latest console and stderr output is kept, for boot failures.
+-define(OUTPUT_TAIL, 4096).
+
+%% Marks each line the peer writes to stderr in the group leader's output.
+-define(STDERR_PREFIX, <<"[stderr] ">>).
+
+%% Where start_it/2 keeps the output of a peer that failed to boot (see rpeer_output).
+-define(BOOT_OUTPUT_KEY, '$rpeer_last_boot_output').
+
 -type disconnect_timeout() :: ?MIN_DISCONNECT_TIMEOUT..?MAX_INT_TIMEOUT | infinity.
 
 %% @doc Creates random node name, using "peer" as prefix.
@@ -236,13 +245,19 @@ send(Dest, To, Message) ->
           %% the channel once frames can be sent: after the tcp peer connected, and
           %%  until the peer is gone
           connection :: undefined | rpeer_nif:channel(),
-          %% the detached launcher of a dist or tcp peer (reports only its own exit),
-          %%  with the tag of its messages
-          launcher :: undefined | {reference(), rpeer_nif:channel()},
+          %% the OS process of a dist or tcp peer, with the tag of its messages: its
+          %%  output is forwarded, and its exit is the peer's unless started -detached
+          launcher :: undefined | {reference(), rpeer_nif:channel(), Attached :: boolean()},
+          %% the latest console and stderr output of the peer, at most ?OUTPUT_TAIL bytes
+          output = <<>> :: binary(),
+          %% whether the next stderr text starts a line (and gets ?STDERR_PREFIX)
+          stderr_line_start = true :: boolean(),
           %% peer state
           peer_state = booting :: peer_state(),
-          %% pid/ref saved for gen:reply() when node is booted, or false
-          notify = false :: false | {pid(), term()},
+          %% who to tell when the node booted or failed: start_it/2 waiting
+          %%  ({wait, ...}: also gets the output of a failed boot), a wait_boot
+          %%  {Pid, Tag}, or nobody
+          notify = false :: false | {pid(), term()} | {wait, pid(), reference()},
           %% counter (reference) for calls.
           %% it is not possible to use erlang reference, or pid,
           %%  because it changes when node becomes distributed dynamically.
@@ -263,15 +278,17 @@ init([Notify, Options]) ->
             PostProcessArgs = maps:get(post_process_args, Options, fun (As) -> As end),
             FinalArgs = PostProcessArgs(Args),
             Env = environment(maps:get(env, Options, [])),
-            {Mode, SpawnTag} = case Options of
-                                   #{connection := standard_io} -> {standard_io, Tag};
-                                   _ -> {detached, make_ref()}
+            Detached = maps:get(detached, Options, false) =:= true,
+            {SpawnTag, Mode} = case Options of
+                                   #{connection := standard_io} -> {Tag, standard_io};
+                                   _ when Detached -> {make_ref(), detached};
+                                   _ -> {make_ref(), standard_io}
                                end,
             case rpeer_nif:spawn(SpawnTag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
                 {ok, Spawned} ->
                     State = #peer_state{options = saved_options(Options), notify = Notify,
                                         args = Args, exec = Exec, tag = Tag},
-                    {ok, connected(Mode, {SpawnTag, Spawned}, Channel, State)};
+                    {ok, connected(Spawned, Channel, State#peer_state{launcher = {SpawnTag, Spawned, not Detached}})};
                 {error, Reason} ->
                     Channel =/= undefined andalso rpeer_nif:close(Channel),
                     {stop, spawn_error(Reason)}
@@ -288,11 +305,13 @@ saved_options(Options) ->
     Options.
 
 %% standard_io: the spawned program is the connection. tcp: the connection comes with
-%%  the accept. dist: no alternative connection at all.
-connected(standard_io, {_Tag, Spawned}, undefined, State) ->
-    State#peer_state{channel = Spawned, connection = Spawned};
-connected(detached, Launcher, Listening, State) ->
-    State#peer_state{channel = Listening, launcher = Launcher}.
+%%  the accept; dist: there is no alternative connection. A dist or tcp peer runs with
+%%  -noinput, so its stdin is closed at once; its output is still read.
+connected(Spawned, undefined, #peer_state{options = #{connection := standard_io}} = State) ->
+    State#peer_state{channel = Spawned, connection = Spawned, launcher = undefined};
+connected(Launcher, Listening, State) ->
+    ok = rpeer_nif:close(Launcher),
+    State#peer_state{channel = Listening}.
 
 %% not connected: no alternative connection available
 -spec handle_call(term(), gen_server:from(), state()) ->
@@ -320,6 +339,10 @@ handle_call(get_node, _From, #peer_state{node = Node} = State) ->
 
 handle_call(get_state, _From, #peer_state{peer_state = PeerState} = State) ->
     {reply, PeerState, State};
+
+%% rpeer_output:last/1
+handle_call(last_output, _From, #peer_state{output = Output} = State) ->
+    {reply, Output, State};
 
 %% dist mode peer side, while booting: where its 'user' output goes.
 handle_call(group_leader, _From, State) ->
@@ -349,12 +372,15 @@ handle_info({rpeer, Tag, {frame, Frame}}, #peer_state{tag = Tag, channel = Chann
     ok = rpeer_nif:ack(Channel, 1),
     {noreply, handle_frame(Frame, State)};
 
-%% console text of a standard_io peer (stdout, then stderr): to our group leader
+%% console text (stdout) or stderr of the peer's OS process: to our group leader
 handle_info({rpeer, Tag, {Stream, Text}}, #peer_state{tag = Tag, channel = Channel} = State)
   when Stream =:= console; Stream =:= stderr ->
     ok = rpeer_nif:ack(Channel, 1),
-    ok = put_chars(Text),
-    {noreply, State};
+    {noreply, forward_output(Stream, Text, State)};
+handle_info({rpeer, Tag, {Stream, Text}}, #peer_state{launcher = {Tag, Launcher, _}} = State)
+  when Stream =:= console; Stream =:= stderr ->
+    ok = rpeer_nif:ack(Launcher, 1),
+    {noreply, forward_output(Stream, Text, State)};
 
 %% booting: the tcp peer connected
 handle_info({rpeer, Tag, accepted}, #peer_state{tag = Tag, channel = Channel} = State) ->
@@ -373,9 +399,14 @@ handle_info({rpeer, Tag, {closed, Reason}}, #peer_state{tag = Tag} = State) ->
 handle_info({rpeer, Tag, {exit_status, Status}}, #peer_state{tag = Tag} = State) ->
     maybe_stop({exit_status, Status}, State#peer_state{connection = undefined});
 
-%% the launcher of a detached (dist or tcp) peer exited: the node lives on
-handle_info({rpeer, LauncherTag, {exit_status, _Status}},
-            #peer_state{launcher = {LauncherTag, _}} = State) ->
+%% the OS process of a dist or tcp peer exited while booting: the boot failed
+handle_info({rpeer, Tag, {exit_status, Status}},
+            #peer_state{launcher = {Tag, _, true}, peer_state = booting} = State) ->
+    maybe_stop({exit_status, Status}, State#peer_state{launcher = undefined});
+
+%% the OS process of a running dist or tcp peer exited (nodedown or tcp_closed tell
+%%  the peer is down, as in peer), or the launcher of a -detached peer did
+handle_info({rpeer, Tag, {exit_status, _Status}}, #peer_state{launcher = {Tag, _, _}} = State) ->
     {noreply, State#peer_state{launcher = undefined}};
 
 %% booting: peer notifies via Erlang distribution
@@ -411,6 +442,8 @@ terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node
         {{halt, Timeout}, true} ->
             close(State),
             wait_disconnected(Node, {timeout, Timeout});
+        {{halt, _Timeout}, false} when Node =:= undefined ->
+            ok; %% never booted: no node to halt
         {{halt, Timeout}, false} ->
             try
                 _ = erpc:call(Node, erlang, halt, [], Timeout),
@@ -448,8 +481,7 @@ wait_channel_end(#peer_state{tag = Tag, channel = Channel} = State, Deadline) ->
     receive
         {rpeer, Tag, {Stream, Text}} when Stream =:= console; Stream =:= stderr ->
             ok = rpeer_nif:ack(Channel, 1),
-            ok = put_chars(Text),
-            wait_channel_end(State, Deadline);
+            wait_channel_end(forward_output(Stream, Text, State), Deadline);
         {rpeer, Tag, {frame, _}} ->
             ok = rpeer_nif:ack(Channel, 1),
             wait_channel_end(State, Deadline);
@@ -461,8 +493,43 @@ wait_channel_end(#peer_state{tag = Tag, channel = Channel} = State, Deadline) ->
             ok
     end.
 
-%% Console text goes to our group leader (the starter's), as peer's does. A group leader
-%%  that is gone (the test case that started the peer ended) does not stop the peer.
+%% The peer's output goes to our group leader (the starter's), as peer's console text
+%%  does; stderr lines are marked with ?STDERR_PREFIX. The latest output is kept for
+%%  boot failures.
+forward_output(console, Text, #peer_state{output = Output} = State) ->
+    put_chars(Text),
+    State#peer_state{output = tail(Output, Text)};
+forward_output(stderr, Text, #peer_state{output = Output, stderr_line_start = AtStart} = State) ->
+    {Marked, NextAtStart} = mark_lines(Text, AtStart),
+    put_chars(Marked),
+    State#peer_state{output = tail(Output, Marked), stderr_line_start = NextAtStart}.
+
+%% Prefixes every line that starts in Text; tells whether the next text starts a line.
+mark_lines(Text, AtStart) ->
+    [First | Rest] = binary:split(Text, <<"\n">>, [global]),
+    Lines = [mark_line(First, AtStart, Rest =:= []) | mark_rest(Rest)],
+    {iolist_to_binary(lists:join(<<"\n">>, Lines)), lists:last([First | Rest]) =:= <<>>}.
+
+mark_rest([]) ->
+    [];
+mark_rest([Line | Rest]) ->
+    [mark_line(Line, true, Rest =:= []) | mark_rest(Rest)].
+
+%% the empty text after a final newline starts no line yet
+mark_line(<<>>, _AtStart, true) ->
+    <<>>;
+mark_line(Line, true, _Last) ->
+    <<?STDERR_PREFIX/binary, Line/binary>>;
+mark_line(Line, false, _Last) ->
+    Line.
+
+tail(Output, Text) ->
+    Both = <<Output/binary, Text/binary>>,
+    Size = byte_size(Both),
+    binary:part(Both, max(0, Size - ?OUTPUT_TAIL), min(Size, ?OUTPUT_TAIL)).
+
+%% A group leader that is gone (the test case that started the peer ended) does not
+%%  stop the controller.
 put_chars(Text) ->
     try io:put_chars(Text)
     catch error:_ -> ok
@@ -586,9 +653,9 @@ verify_args(Options) ->
     end.
 
 make_notify_ref(infinity) ->
-    {self(), make_ref()};
+    {wait, self(), make_ref()};
 make_notify_ref(WaitBoot) when is_integer(WaitBoot) ->
-    {self(), make_ref()};
+    {wait, self(), make_ref()};
 make_notify_ref({ReplyTo, Tag}) when is_pid(ReplyTo) ->
     {ReplyTo, Tag};
 make_notify_ref(false) ->
@@ -600,7 +667,7 @@ start_it(Options, StartFun) ->
     Notify = make_notify_ref(WaitBoot),
     case gen_server:StartFun(?MODULE, [Notify, Options], []) of
         {ok, Pid} when WaitBoot =:= infinity; is_integer(WaitBoot) ->
-            {_, Ref} = Notify,
+            {wait, _, Ref} = Notify,
             Mref = erlang:monitor(process, Pid),
             receive
                 {Ref, {started, NodeName, Pid}} ->
@@ -608,6 +675,9 @@ start_it(Options, StartFun) ->
                     {ok, Pid, NodeName};
                 {Ref, {boot_failed, Reason, Pid}} ->
                     erlang:demonitor(Mref, [flush]),
+                    receive {Ref, {boot_output, Output}} -> put(?BOOT_OUTPUT_KEY, Output)
+                    after 0 -> ok
+                    end,
                     erlang:exit({boot_failed, Reason});
                 {'DOWN', Mref, _, _, Reason} ->
                     erlang:exit(Reason)
@@ -632,7 +702,9 @@ node_name(_Options) ->
 
 %% Lost control connection to the peer while the node was
 %%  booting, this generally means a crash
-maybe_stop(Reason, #peer_state{peer_state = booting} = State) ->
+maybe_stop(Reason, #peer_state{peer_state = booting, exec = Exec, output = Output} = State) ->
+    logger:warning("rpeer: the peer (~ts) failed to boot: ~0p~nits last output:~n~ts",
+                   [Exec, Reason, Output]),
     _ = boot_complete(Reason, boot_failed, State),
     maybe_stop(Reason, State#peer_state{peer_state = {down, Reason}});
 maybe_stop(Reason, #peer_state{options = #{peer_down := crash}} = State) ->
@@ -699,6 +771,11 @@ origin_to_peer(Conn, Term) ->
 
 boot_complete(Node, _Result, #peer_state{notify = false} = State) ->
     State#peer_state{peer_state = running, node = Node};
+boot_complete(Reason, boot_failed, #peer_state{notify = {wait, Caller, Ref}, output = Output} = State) ->
+    Caller ! {Ref, {boot_output, Output}},
+    boot_complete(Reason, boot_failed, State#peer_state{notify = {Caller, Ref}});
+boot_complete(Node, Result, #peer_state{notify = {wait, Caller, Ref}} = State) ->
+    boot_complete(Node, Result, State#peer_state{notify = {Caller, Ref}});
 boot_complete(Node, Result, #peer_state{notify = {ReplyTo, Tag}} = State) ->
     ReplyTo ! {Tag, {Result, Node, self()}},
     State#peer_state{peer_state = running, node = Node}.
@@ -783,8 +860,9 @@ command_line(Listen, Options) ->
     NameArg = name_arg(maps:find(name, Options), maps:find(host, Options), maps:find(longnames, Options)),
     %% additional command line args
     CmdOpts = maps:get(args, Options, []),
-    %% If we should detach from the node
-    DetachArgs = case maps:get(detached, Options, true) of
+    %% A dist or tcp node runs attached (its exit status and output are ours) unless
+    %%  `detached => true' asks for -detached.
+    DetachArgs = case maps:get(detached, Options, false) of
                      true -> ["-detached"];
                      false -> []
                  end,
