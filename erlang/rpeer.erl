@@ -99,6 +99,10 @@
           args => [string()],                 %% additional command line parameters to append
           post_process_args =>
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
+          peer_side => peer | rpeer,          %% what runs the standard_io channel on the peer node:
+                                              %%  OTP's peer module (default; nothing to install there)
+                                              %%  or rpeer_agent, with rpeer's Rust codec (much faster;
+                                              %%  rpeer's code path is added to the peer's command line)
           env => [{string(), string() | false}],  %% additional environment variables (false unsets)
           wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
           shutdown => close |                 %% close supervision channel
@@ -650,6 +654,12 @@ verify_args(Options) ->
             error({detached, cannot_detach_with_standard_io});
         _ ->
             ok
+    end,
+    case maps:find(peer_side, Options) of
+        {ok, Side} when Side =/= peer, Side =/= rpeer ->
+            error({peer_side, Side});
+        _ ->
+            ok
     end.
 
 make_notify_ref(infinity) ->
@@ -870,7 +880,7 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                ["-user", "peer"];
+                stdio_user(maps:get(peer_side, Options, peer));
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
@@ -881,6 +891,14 @@ command_line(Listen, Options) ->
     %% build command line
     {Exec, PreArgs} = exec(Options),
     {Exec, PreArgs ++ NameArg ++ StartCmd ++ CmdOpts}.
+
+%% The peer side of a standard_io connection: OTP's peer, or rpeer's agent from the
+%%  code path this node runs rpeer from.
+stdio_user(peer) ->
+    ["-user", "peer"];
+stdio_user(rpeer) ->
+    Ebin = filename:dirname(code:where_is_file("rpeer_agent.beam")),
+    ["-pa", Ebin, "-user", "rpeer_agent"].
 
 exec(#{exec := Prog}) when is_list(Prog) ->
     {Prog, []};

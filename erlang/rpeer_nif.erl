@@ -19,10 +19,10 @@
 %% The channel is closed when its owner exits.
 -module(rpeer_nif).
 
--export([spawn/5, listen/5, send/2, ack/2, close/1, os_pid/1]).
+-export([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, os_pid/1]).
 -export_type([channel/0]).
 
--nifs([spawn/5, listen/5, send/2, ack/2, close/1, os_pid/1]).
+-nifs([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, os_pid/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -52,6 +52,14 @@ spawn(_Tag, _Exec, _Args, _Env, _Mode) ->
              MaxFrame :: non_neg_integer()) ->
           {ok, channel(), inet:port_number()} | {error, atom()}.
 listen(_Tag, _Ip, _Port, _AcceptTimeout, _MaxFrame) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The peer node's side of the standard_io channel (used by rpeer_agent): frames
+%% are read from this node's stdin and written to its stdout. Events: `{frame, Binary}',
+%% `{console, Binary}' (stdin bytes that are not frames), and `{closed, closed}' when
+%% stdin ends.
+-spec attach_stdio(Tag :: term()) -> {ok, channel()} | {error, atom()}.
+attach_stdio(_Tag) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Queues a frame (an external term format binary) for the peer. Never blocks.

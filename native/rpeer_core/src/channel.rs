@@ -1,10 +1,15 @@
 //! The connection abstraction: one [`Channel`] for the standard_io and the tcp
-//! alternative alike. Frames go out through a writer thread that owns the outgoing
-//! descriptor; events come in from a reader thread (see `stdio` and `tcp`).
+//! alternative alike. Frames go out through the channel's outgoing descriptor, owned by
+//! a writer thread; events come in from a reader thread (see `stdio` and `tcp`).
 //!
-//! Closing is graceful and never blocks the caller: the writer thread writes every frame
-//! already queued (as fast as the peer reads them), then closes the descriptor and the
-//! peer sees end of file. Aborting (the owner died) drops the queue at once.
+//! Sending never blocks the caller. A small frame is written at once by the caller when
+//! nothing is queued before it and the descriptor takes it without blocking (this saves
+//! a thread wake-up per call, which is most of a small call's latency); anything else
+//! goes to the writer thread, which waits for the peer to read.
+//!
+//! Closing is graceful: the writer thread writes every frame already queued (as fast as
+//! the peer reads them), then closes the descriptor and the peer sees end of file.
+//! Aborting (the owner died) drops the queue at once.
 
 use crate::codec::{self, FrameEncoder};
 use crate::event::{Flow, DEFAULT_WINDOW};
@@ -12,12 +17,14 @@ use crate::sys::{self, Interest, Waker};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of payload encoded per write: bounds the writer's buffer for any frame size.
 const WRITE_CHUNK: usize = 256 * 1024;
+/// Largest payload the caller writes itself (encoding it takes a few microseconds).
+const INLINE_MAX: usize = 16 * 1024;
 
 /// A frame payload to send. Implemented by the NIF for Erlang binaries it keeps alive
 /// without copying them, and by `Vec<u8>`.
@@ -52,6 +59,13 @@ pub enum Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// What the writer thread writes, in order.
+pub(crate) enum Item {
+    Frame(Box<dyn Outgoing>),
+    /// The rest of a frame the caller started writing itself.
+    Encoded(Vec<u8>),
+}
+
 /// State shared by a channel's handle and its threads.
 pub(crate) struct Shared {
     pub(crate) flow: Flow,
@@ -60,6 +74,10 @@ pub(crate) struct Shared {
     /// Woken by abort(): threads blocked on the peer give up.
     pub(crate) aborted: Waker,
     aborted_flag: AtomicBool,
+    /// The outgoing side, once there is one. Held by whoever is writing.
+    out: Mutex<Option<Out>>,
+    /// Items queued for the writer thread and not yet completely written.
+    queued: AtomicUsize,
 }
 
 impl Shared {
@@ -69,6 +87,8 @@ impl Shared {
             closed: Waker::new()?,
             aborted: Waker::new()?,
             aborted_flag: AtomicBool::new(false),
+            out: Mutex::new(None),
+            queued: AtomicUsize::new(0),
         }))
     }
 
@@ -77,7 +97,10 @@ impl Shared {
     }
 }
 
-type Queue = Sender<Box<dyn Outgoing>>;
+pub(crate) type Queue = Sender<Item>;
+
+/// The receiving end of a channel's queue, handed to its writer thread.
+pub(crate) struct Frames(Receiver<Item>);
 
 /// The origin's handle on one peer channel.
 pub struct Channel {
@@ -96,12 +119,34 @@ impl Channel {
         }
     }
 
-    /// Queues a frame for the writer thread; never blocks.
+    /// Sends a frame; never blocks.
     pub fn send(&self, frame: Box<dyn Outgoing>) -> Result<(), Closed> {
-        match &*self.queue.lock() {
-            Some(queue) => queue.send(frame).map_err(|_| Closed),
-            None => Err(Closed),
+        let queue = self.queue.lock();
+        let Some(queue) = &*queue else {
+            return Err(Closed);
+        };
+        if frame.len() <= INLINE_MAX {
+            // Written here only when nothing queued is pending before it (the writer
+            // thread lowers `queued` under the same lock, once an item is fully written).
+            if let Some(mut out) = self.shared.out.try_lock() {
+                if let (0, Some(out)) = (self.shared.queued.load(Ordering::Acquire), out.as_mut()) {
+                    match out.write_now(&*frame) {
+                        Ok(None) => return Ok(()),
+                        Ok(Some(rest)) => return self.enqueue(queue, Item::Encoded(rest)),
+                        Err(_) => return Err(Closed),
+                    }
+                }
+            }
         }
+        self.enqueue(queue, Item::Frame(frame))
+    }
+
+    fn enqueue(&self, queue: &Queue, item: Item) -> Result<(), Closed> {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        queue.send(item).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            Closed
+        })
     }
 
     /// The owner handled `n` data events.
@@ -128,13 +173,6 @@ impl Channel {
     pub fn os_pid(&self) -> Option<u32> {
         self.pid
     }
-
-    /// Signals the spawned program's process group.
-    pub fn kill(&self, signal: i32) {
-        if let Some(pid) = self.pid {
-            crate::spawn::kill_group(pid, signal);
-        }
-    }
 }
 
 impl Drop for Channel {
@@ -144,117 +182,177 @@ impl Drop for Channel {
 }
 
 /// Creates the queue of a channel whose writer starts later (tcp, after accept).
-pub(crate) fn queue() -> (Queue, Receiver<Box<dyn Outgoing>>) {
-    crossbeam_channel::unbounded()
+pub(crate) fn queue() -> (Queue, Frames) {
+    let (queue, frames) = crossbeam_channel::unbounded();
+    (queue, Frames(frames))
 }
 
 /// Starts the writer thread that owns `fd`. When the queue is closed and drained (or the
 /// channel aborted) the descriptor is shut down and closed.
 pub(crate) fn spawn_writer(
     fd: OwnedFd,
-    frames: Receiver<Box<dyn Outgoing>>,
+    frames: Frames,
     framing: Framing,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
     sys::set_nonblocking(fd.as_raw_fd())?;
+    *shared.out.lock() = Some(Out {
+        fd,
+        framing,
+        buf: Vec::new(),
+    });
     std::thread::Builder::new()
         .name("rpeer-writer".into())
         .spawn(move || {
-            let mut writer = Writer {
-                fd: fd.as_raw_fd(),
-                shared: &shared,
-                buf: Vec::with_capacity(codec::encoded_len(WRITE_CHUNK)),
-            };
-            while let Ok(frame) = frames.recv() {
-                if shared.is_aborted() || writer.write_frame(&*frame, framing).is_err() {
+            while let Ok(item) = frames.0.recv() {
+                if shared.is_aborted() {
+                    break;
+                }
+                let mut out = shared.out.lock();
+                let written = match out.as_mut() {
+                    Some(out) => out.write_item(&item, &shared),
+                    None => Err(io::ErrorKind::BrokenPipe.into()),
+                };
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                if written.is_err() {
                     break;
                 }
             }
-            if framing == Framing::LengthPrefixed {
-                // The reader holds a clone of the socket: shut it down for both.
-                // SAFETY: shutdown() on a socket descriptor this thread owns.
-                unsafe {
-                    libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+            if let Some(out) = shared.out.lock().take() {
+                if out.framing == Framing::LengthPrefixed {
+                    // The reader holds a clone of the socket: shut it down for both.
+                    // SAFETY: shutdown() on a socket descriptor this thread owns.
+                    unsafe {
+                        libc::shutdown(out.fd.as_raw_fd(), libc::SHUT_RDWR);
+                    }
                 }
             }
-            drop(fd);
         })?;
     Ok(())
 }
 
-struct Writer<'a> {
-    fd: RawFd,
-    shared: &'a Shared,
+/// The outgoing descriptor (non-blocking) and its encoding buffer.
+struct Out {
+    fd: OwnedFd,
+    framing: Framing,
     buf: Vec<u8>,
 }
 
-impl Writer<'_> {
-    fn write_frame(&mut self, frame: &dyn Outgoing, framing: Framing) -> io::Result<()> {
-        let len = frame.len();
-        // Both framings carry the size in 32 bits.
-        let size = u32::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-        match framing {
-            Framing::LengthPrefixed => {
-                self.write_all(&size.to_be_bytes())?;
-                frame.with_bytes(&mut |bytes| self.write_all(bytes))
+impl Out {
+    /// Writes a small frame without waiting: `None` when all of it was written, else the
+    /// encoded bytes still to write.
+    fn write_now(&mut self, frame: &dyn Outgoing) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.encode_whole(frame, &mut buf)?;
+        let written = self.write_some(&buf)?;
+        let rest = (written < buf.len()).then(|| buf[written..].to_vec());
+        self.buf = buf;
+        Ok(rest)
+    }
+
+    fn encode_whole(&self, frame: &dyn Outgoing, buf: &mut Vec<u8>) -> io::Result<()> {
+        let size = frame_size(frame)?;
+        frame.with_bytes(&mut |bytes| {
+            match self.framing {
+                Framing::Nibbles => codec::encode_frame(bytes, buf),
+                Framing::LengthPrefixed => {
+                    buf.extend_from_slice(&size.to_be_bytes());
+                    buf.extend_from_slice(bytes);
+                }
             }
-            Framing::Nibbles => {
-                let mut buf = std::mem::take(&mut self.buf);
-                buf.clear();
-                let mut encoder = FrameEncoder::new(len, &mut buf);
-                let result = frame.with_bytes(&mut |bytes| {
-                    for part in bytes.chunks(WRITE_CHUNK) {
-                        encoder.chunk(part, &mut buf);
-                        self.write_all(&buf)?;
-                        buf.clear();
-                    }
-                    Ok(())
-                });
-                encoder.finish(&mut buf);
-                let result = result.and_then(|()| self.write_all(&buf));
-                self.buf = buf;
-                result
-            }
+            Ok(())
+        })
+    }
+
+    fn write_item(&mut self, item: &Item, shared: &Shared) -> io::Result<()> {
+        match item {
+            Item::Encoded(bytes) => self.write_all(bytes, shared),
+            Item::Frame(frame) => self.write_frame(&**frame, shared),
         }
     }
 
-    /// Writes everything, waiting for the peer to read; gives up when the channel is
-    /// aborted.
-    fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            // SAFETY: writes from a valid slice to a descriptor this thread owns.
-            let n =
-                unsafe { libc::write(self.fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+    fn write_frame(&mut self, frame: &dyn Outgoing, shared: &Shared) -> io::Result<()> {
+        let size = frame_size(frame)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = match self.framing {
+            Framing::LengthPrefixed => self
+                .write_all(&size.to_be_bytes(), shared)
+                .and_then(|()| frame.with_bytes(&mut |bytes| self.write_all(bytes, shared))),
+            Framing::Nibbles => {
+                let mut encoder = FrameEncoder::new(frame.len(), &mut buf);
+                frame
+                    .with_bytes(&mut |bytes| {
+                        for part in bytes.chunks(WRITE_CHUNK) {
+                            encoder.chunk(part, &mut buf);
+                            self.write_all(&buf, shared)?;
+                            buf.clear();
+                        }
+                        Ok(())
+                    })
+                    .and_then(|()| {
+                        encoder.finish(&mut buf);
+                        self.write_all(&buf, shared)
+                    })
+            }
+        };
+        buf.clear();
+        self.buf = buf;
+        result
+    }
+
+    /// Writes what the descriptor takes now; returns how much that was.
+    fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut written = 0;
+        while written < bytes.len() {
+            let rest = &bytes[written..];
+            // SAFETY: writes from a valid slice to a descriptor this channel owns.
+            let n = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    rest.as_ptr() as *const libc::c_void,
+                    rest.len(),
+                )
+            };
             if n >= 0 {
-                bytes = &bytes[n as usize..];
+                written += n as usize;
                 continue;
             }
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => self.wait_writable()?,
+                io::ErrorKind::WouldBlock => break,
                 _ => return Err(err),
             }
         }
-        Ok(())
+        Ok(written)
     }
 
-    fn wait_writable(&self) -> io::Result<()> {
+    /// Writes everything, waiting for the peer to read; gives up when the channel is
+    /// aborted.
+    fn write_all(&self, mut bytes: &[u8], shared: &Shared) -> io::Result<()> {
         loop {
-            if self.shared.is_aborted() {
+            bytes = &bytes[self.write_some(bytes)?..];
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            if shared.is_aborted() {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel aborted"));
             }
-            let ready = sys::poll(
+            sys::poll(
                 &[
-                    (self.fd, Interest::Write),
-                    (self.shared.aborted.fd(), Interest::Read),
+                    (self.fd.as_raw_fd(), Interest::Write),
+                    (shared.aborted.fd(), Interest::Read),
                 ],
                 None,
             )?;
-            if ready[0].writable {
-                return Ok(());
-            }
         }
     }
+}
+
+/// Both framings carry the size in 32 bits.
+fn frame_size(frame: &dyn Outgoing) -> io::Result<u32> {
+    u32::try_from(frame.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
 }

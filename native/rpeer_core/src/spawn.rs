@@ -231,15 +231,6 @@ fn prepare_child(status_fd: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `signal` to the program's whole process group (the shell, the program, and
-/// whatever it started that stayed in the group).
-pub fn kill_group(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill() with a negative pid addresses a process group; no memory is touched.
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), signal);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,9 @@
 //! carries console text and frames back, its stderr text; the waiting shell reports the
 //! exit status. A detached program (no pipes) reports only its exit status.
 //!
+//! The peer side of the same channel ([`attach`]) reads frames from the node's own
+//! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
+//!
 //! One reader thread polls stdout, stderr and the status pipe. It reads until both
 //! streams end, so that a peer flushing its output while it halts is never blocked, and
 //! reports `ExitStatus` last. After the status arrives it waits at most
@@ -9,7 +12,7 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
-use crate::event::{Event, Sink};
+use crate::event::{Event, Failure, Sink};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
 use std::fs::File;
@@ -37,7 +40,7 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
     let reader = Reader {
         stdout: spawned.stdout.map(Stream::new).transpose()?,
         stderr: spawned.stderr.map(Stream::new).transpose()?,
-        status: spawned.status,
+        status: Some(spawned.status),
         shared: Arc::clone(&shared),
         delivering: true,
     };
@@ -45,6 +48,25 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
         .name("rpeer-stdio".into())
         .spawn(move || reader.run(sink))?;
     Ok(Channel::new(queue, shared, Some(spawned.pid)))
+}
+
+/// The peer node's side: frames are read from `input` (the node's stdin) and written to
+/// `output` (its stdout). Ends with `Closed(Eof)` when the input ends.
+pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
+    let shared = Shared::new()?;
+    let (queue, frames) = channel::queue();
+    channel::spawn_writer(output, frames, Framing::Nibbles, Arc::clone(&shared))?;
+    let reader = Reader {
+        stdout: Some(Stream::new(input)?),
+        stderr: None,
+        status: None,
+        shared: Arc::clone(&shared),
+        delivering: true,
+    };
+    std::thread::Builder::new()
+        .name("rpeer-stdio".into())
+        .spawn(move || reader.run(sink))?;
+    Ok(Channel::new(Some(queue), shared, None))
 }
 
 struct Stream {
@@ -86,7 +108,8 @@ impl Stream {
 struct Reader {
     stdout: Option<Stream>,
     stderr: Option<Stream>,
-    status: ExitStatusReader,
+    /// The spawned program's exit status; `None` on the peer side.
+    status: Option<ExitStatusReader>,
     shared: Arc<Shared>,
     /// False once the owner is gone: the streams are still drained, not delivered.
     delivering: bool,
@@ -103,14 +126,16 @@ impl Reader {
         loop {
             let open = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.open);
             let (out_open, err_open) = (open(&self.stdout), open(&self.stderr));
-            let timeout = match exit {
-                Some(_) if !out_open && !err_open => break,
-                Some((_, at)) => match EXIT_GRACE.checked_sub(at.elapsed()) {
+            let streams_ended = !out_open && !err_open;
+            let timeout = match (&self.status, exit) {
+                (None, _) | (Some(_), Some(_)) if streams_ended => break,
+                (Some(_), Some((_, at))) => match EXIT_GRACE.checked_sub(at.elapsed()) {
                     Some(left) => Some(left),
                     None => break,
                 },
-                None => None,
+                _ => None,
             };
+            let status_open = self.status.is_some() && exit.is_none();
             let mut fds = Vec::with_capacity(3);
             if out_open {
                 fds.push((
@@ -124,8 +149,8 @@ impl Reader {
                     Interest::Read,
                 ));
             }
-            if exit.is_none() {
-                fds.push((self.status.fd(), Interest::Read));
+            if let (true, Some(status)) = (status_open, &self.status) {
+                fds.push((status.fd(), Interest::Read));
             }
             let Ok(ready) = sys::poll(&fds, timeout) else {
                 break;
@@ -167,18 +192,19 @@ impl Reader {
                     self.deliver_text(&mut sink, Event::Stderr(utf8));
                 }
             }
-            if exit.is_none() && ready.next().is_some_and(|r| r.readable) {
-                if let Some(status) = self.status.read_some() {
+            if status_open && ready.next().is_some_and(|r| r.readable) {
+                if let Some(status) = self.status.as_mut().and_then(ExitStatusReader::read_some) {
                     exit = Some((status, Instant::now()));
                 }
             }
         }
-        let status = match exit {
-            Some((status, _)) => status,
-            None => None,
+        let last = match (&self.status, exit) {
+            (None, _) => Event::Closed(Failure::Eof),
+            (Some(_), Some((status, _))) => Event::ExitStatus(status),
+            (Some(_), None) => Event::ExitStatus(None),
         };
         if self.delivering && !self.shared.is_aborted() {
-            sink.deliver(Event::ExitStatus(status));
+            sink.deliver(last);
         }
     }
 
@@ -317,6 +343,37 @@ mod tests {
         let expected: String = (0..200).map(|i| format!("line{i}\n")).collect();
         assert_eq!(String::from_utf8(out).expect("utf8"), expected);
         assert_eq!(status, Some(0));
+    }
+
+    #[test]
+    fn attached_side_reads_frames_and_writes_frames() {
+        let (in_read, in_write) = crate::sys::pipe().expect("pipe");
+        let (out_read, out_write) = crate::sys::pipe().expect("pipe");
+        let (tx, rx) = unbounded();
+        let channel = attach(in_read, out_write, TestSink(tx)).expect("attach");
+        let mut encoded = Vec::new();
+        codec::encode_frame(b"to peer", &mut encoded);
+        let mut origin_side = File::from(in_write);
+        std::io::Write::write_all(&mut origin_side, &encoded).expect("write");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("event"),
+            Event::Frame(b"to peer".to_vec())
+        );
+        channel.ack(1);
+        channel.send(Box::new(b"to origin".to_vec())).expect("send");
+        channel.close();
+        let mut written = Vec::new();
+        File::from(out_read)
+            .read_to_end(&mut written)
+            .expect("read");
+        let mut expected = Vec::new();
+        codec::encode_frame(b"to origin", &mut expected);
+        assert_eq!(written, expected);
+        drop(origin_side);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("event"),
+            Event::Closed(Failure::Eof)
+        );
     }
 
     #[test]

@@ -113,6 +113,33 @@ impl Waker {
     }
 }
 
+/// A new open file description of one of this process's standard streams, so that
+/// making it non-blocking does not change the stream the VM itself writes to. Falls back
+/// to a duplicate where /proc is not available.
+pub fn reopen_std(fd: RawFd, writable: bool) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{fd}\0");
+    let mode = if writable {
+        libc::O_WRONLY
+    } else {
+        libc::O_RDONLY
+    };
+    // SAFETY: open() of a NUL-terminated path; the result is a new descriptor we own.
+    let reopened =
+        unsafe { libc::open(path.as_ptr() as *const libc::c_char, mode | libc::O_CLOEXEC) };
+    let new_fd = if reopened >= 0 {
+        reopened
+    } else {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor of ours into a new one we own.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        dup
+    };
+    // SAFETY: new_fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new_fd) })
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

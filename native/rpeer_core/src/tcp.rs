@@ -113,11 +113,7 @@ impl<S: Sink> Connection<S> {
         }
     }
 
-    fn start_writer(
-        &self,
-        stream: &TcpStream,
-        frames: crossbeam_channel::Receiver<Box<dyn channel::Outgoing>>,
-    ) -> io::Result<()> {
+    fn start_writer(&self, stream: &TcpStream, frames: channel::Frames) -> io::Result<()> {
         let writer = OwnedFd::from(stream.try_clone()?);
         channel::spawn_writer(
             writer,

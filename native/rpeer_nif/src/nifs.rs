@@ -94,6 +94,21 @@ fn listen<'a>(
     }
 }
 
+/// The peer node's side of the standard_io channel (rpeer's agent): frames come from
+/// this node's stdin and go to its stdout. Events go to the caller as
+/// `{rpeer, Tag, Event}`; the end of stdin is `{closed, closed}`.
+#[rustler::nif]
+fn attach_stdio<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
+    let attached = sys::reopen_std(0, false).and_then(|input| {
+        let output = sys::reopen_std(1, true)?;
+        stdio::attach(input, output, ProcessSink::new(env.pid(), tag))
+    });
+    match attached {
+        Ok(channel) => (atoms::ok(), owned_resource(env, channel)).encode(env),
+        Err(e) => io_error(env, &e),
+    }
+}
+
 /// Queues one frame (an external term format binary) for the peer. Never copies it.
 #[rustler::nif]
 fn send<'a>(env: Env<'a>, channel: ResourceArc<ChannelResource>, payload: Binary<'a>) -> Term<'a> {
