@@ -152,6 +152,9 @@
 %% Marks each line the peer writes to stderr in the group leader's output.
 -define(STDERR_PREFIX, <<"[stderr] ">>).
 
+%% How long stop/1 waits for a killed peer's OS process to be gone.
+-define(KILL_WAIT, 5000).
+
 %% Where start_it/2 keeps the output of a peer that failed to boot (see rpeer_output).
 -define(BOOT_OUTPUT_KEY, '$rpeer_last_boot_output').
 
@@ -249,8 +252,9 @@ send(Dest, To, Message) ->
           %% the channel once frames can be sent: after the tcp peer connected, and
           %%  until the peer is gone
           connection :: undefined | rpeer_nif:channel(),
-          %% the OS process of a dist or tcp peer, with the tag of its messages: its
-          %%  output is forwarded, and its exit is the peer's unless started -detached
+          %% the peer's OS process while it runs, with the tag of its messages (for a
+          %%  standard_io peer, its channel and tag): its output is forwarded, and its
+          %%  exit is the peer's unless it was started -detached
           launcher :: undefined | {reference(), rpeer_nif:channel(), Attached :: boolean()},
           %% the latest console and stderr output of the peer, at most ?OUTPUT_TAIL bytes
           output = <<>> :: binary(),
@@ -312,7 +316,7 @@ saved_options(Options) ->
 %%  the accept; dist: there is no alternative connection. A dist or tcp peer runs with
 %%  -noinput, so its stdin is closed at once; its output is still read.
 connected(Spawned, undefined, #peer_state{options = #{connection := standard_io}} = State) ->
-    State#peer_state{channel = Spawned, connection = Spawned, launcher = undefined};
+    State#peer_state{channel = Spawned, connection = Spawned};
 connected(Launcher, Listening, State) ->
     ok = rpeer_nif:close(Launcher),
     State#peer_state{channel = Listening}.
@@ -368,50 +372,16 @@ handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
     {noreply, State}.
 
 %%--------------------------------------------------------------------
-%% alternative connection handling: events of the channel
+%% events of the alternative connection's channel and of the peer's OS process
 
 -spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
-%% a control frame: request or response from the peer
-handle_info({rpeer, Tag, {frame, Frame}}, #peer_state{tag = Tag, channel = Channel} = State) ->
-    ok = rpeer_nif:ack(Channel, 1),
-    {noreply, handle_frame(Frame, State)};
-
-%% console text (stdout) or stderr of the peer's OS process: to our group leader
-handle_info({rpeer, Tag, {Stream, Text}}, #peer_state{tag = Tag, channel = Channel} = State)
-  when Stream =:= console; Stream =:= stderr ->
-    ok = rpeer_nif:ack(Channel, 1),
-    {noreply, forward_output(Stream, Text, State)};
-handle_info({rpeer, Tag, {Stream, Text}}, #peer_state{launcher = {Tag, Launcher, _}} = State)
-  when Stream =:= console; Stream =:= stderr ->
-    ok = rpeer_nif:ack(Launcher, 1),
-    {noreply, forward_output(Stream, Text, State)};
-
-%% booting: the tcp peer connected
-handle_info({rpeer, Tag, accepted}, #peer_state{tag = Tag, channel = Channel} = State) ->
-    {noreply, State#peer_state{connection = Channel}};
-
-%% booting: no tcp peer connected within the accept timeout
-handle_info({rpeer, Tag, {accept_failed, Reason}}, #peer_state{tag = Tag} = State) ->
-    %% stop unconditionally, it is essentially a part of gen_server:init callback
-    {stop, {inet_async, Reason}, State#peer_state{connection = undefined}};
-
-%% the tcp connection ended: assume node is stopped
-handle_info({rpeer, Tag, {closed, Reason}}, #peer_state{tag = Tag} = State) ->
-    maybe_stop(closed_reason(Reason), State#peer_state{connection = undefined});
-
-%% the standard_io peer exited, returned Status code
-handle_info({rpeer, Tag, {exit_status, Status}}, #peer_state{tag = Tag} = State) ->
-    maybe_stop({exit_status, Status}, State#peer_state{connection = undefined});
-
-%% the OS process of a dist or tcp peer exited while booting: the boot failed
-handle_info({rpeer, Tag, {exit_status, Status}},
-            #peer_state{launcher = {Tag, _, true}, peer_state = booting} = State) ->
-    maybe_stop({exit_status, Status}, State#peer_state{launcher = undefined});
-
-%% the OS process of a running dist or tcp peer exited (nodedown or tcp_closed tell
-%%  the peer is down, as in peer), or the launcher of a -detached peer did
-handle_info({rpeer, Tag, {exit_status, _Status}}, #peer_state{launcher = {Tag, _, _}} = State) ->
-    {noreply, State#peer_state{launcher = undefined}};
+%% an event of the channel or of the peer's OS process (see channel_event/3)
+handle_info({rpeer, Tag, Event}, State) ->
+    case channel_event(source(Tag, State), Event, State) of
+        {ok, NewState} -> {noreply, NewState};
+        {down, Reason, NewState} -> maybe_stop(Reason, NewState);
+        {stop, Reason, NewState} -> {stop, Reason, NewState}
+    end;
 
 %% booting: peer notifies via Erlang distribution
 handle_info({started, Node}, State) ->
@@ -424,6 +394,66 @@ handle_info({nodedown, Node}, #peer_state{connection = undefined, channel = unde
 
 handle_info(_Other, State) ->
     {noreply, State}.
+
+%% Which of our channels a message tag belongs to: the alternative connection's, or the
+%%  launcher's (the OS process of a dist or tcp peer). A standard_io peer's process is
+%%  its connection.
+source(Tag, #peer_state{tag = Tag}) ->
+    channel;
+source(Tag, #peer_state{launcher = {Tag, _, _}}) ->
+    launcher;
+source(_Tag, _State) ->
+    unknown.
+
+%% Handles one event of the channel or the launcher. Returns the new state, and whether
+%%  the peer went down or the controller must stop; terminate/2 uses it too, while it
+%%  waits for the peer to go.
+-spec channel_event(channel | launcher | unknown, term(), state()) ->
+          {ok, state()} | {down, term(), state()} | {stop, term(), state()}.
+%% a control frame: request or response from the peer
+channel_event(channel, {frame, Frame}, #peer_state{channel = Channel} = State) ->
+    ok = rpeer_nif:ack(Channel, 1),
+    {ok, handle_frame(Frame, State)};
+
+%% console text (stdout) or stderr of the peer's OS process: to our group leader
+channel_event(channel, {Stream, Text}, #peer_state{channel = Channel} = State)
+  when Stream =:= console; Stream =:= stderr ->
+    ok = rpeer_nif:ack(Channel, 1),
+    {ok, forward_output(Stream, Text, State)};
+channel_event(launcher, {Stream, Text}, #peer_state{launcher = {_, Launcher, _}} = State)
+  when Stream =:= console; Stream =:= stderr ->
+    ok = rpeer_nif:ack(Launcher, 1),
+    {ok, forward_output(Stream, Text, State)};
+
+%% booting: the tcp peer connected
+channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
+    {ok, State#peer_state{connection = Channel}};
+
+%% booting: no tcp peer connected within the accept timeout
+channel_event(channel, {accept_failed, Reason}, State) ->
+    %% stop unconditionally, it is essentially a part of gen_server:init callback
+    {stop, {inet_async, Reason}, State#peer_state{connection = undefined}};
+
+%% the tcp connection ended: assume node is stopped
+channel_event(channel, {closed, Reason}, State) ->
+    {down, closed_reason(Reason), State#peer_state{connection = undefined}};
+
+%% the standard_io peer exited, returned Status code
+channel_event(channel, {exit_status, Status}, State) ->
+    {down, {exit_status, Status}, State#peer_state{connection = undefined, launcher = undefined}};
+
+%% the OS process of a dist or tcp peer exited while booting: the boot failed
+channel_event(launcher, {exit_status, Status}, #peer_state{launcher = {_, _, true}, peer_state = booting} = State) ->
+    {down, {exit_status, Status}, State#peer_state{launcher = undefined}};
+
+%% the OS process of a running dist or tcp peer exited (nodedown or tcp_closed tell
+%%  the peer is down, as in peer), or the launcher of a -detached peer did
+channel_event(launcher, {exit_status, _Status}, State) ->
+    {ok, State#peer_state{launcher = undefined}};
+
+%% a late event of a channel we no longer follow
+channel_event(_Source, _Event, State) ->
+    {ok, State}.
 
 %% A closed tcp connection is peer's tcp_closed, whatever the socket said; a frame over
 %%  the limit is named.
@@ -444,27 +474,24 @@ terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node
         {close, false} ->
             _ = erlang:disconnect_node(Node);
         {{halt, Timeout}, true} ->
-            close(State),
-            wait_disconnected(Node, {timeout, Timeout});
-        {{halt, _Timeout}, false} when Node =:= undefined ->
-            ok; %% never booted: no node to halt
-        {{halt, Timeout}, false} ->
-            try
-                _ = erpc:call(Node, erlang, halt, [], Timeout),
-                ok
-            catch
-                error:{erpc, noconnection} -> ok;
-                _:_ -> force_disconnect_node(Node)
-            end;
-        {Shutdown, false} ->
-            Timeout = shutdown(dist, Node, Shutdown),
-            wait_disconnected(Node, {timeout, Timeout});
-        {Shutdown, true} ->
-            Timeout = shutdown(Conn, Node, Shutdown),
             Deadline = deadline(Timeout),
-            wait_channel_end(State, Deadline),
             close(State),
-            wait_disconnected(Node, Deadline)
+            wait_disconnected(Node, Deadline),
+            wait_os_exit(State, Deadline);
+        {{halt, Timeout}, false} ->
+            Deadline = deadline(Timeout),
+            halt_node(Node, Timeout),
+            wait_os_exit(State, Deadline);
+        {Shutdown, false} ->
+            Deadline = deadline(shutdown(dist, Node, Shutdown)),
+            wait_disconnected(Node, Deadline),
+            wait_os_exit(State, Deadline);
+        {Shutdown, true} ->
+            Deadline = deadline(shutdown(Conn, Node, Shutdown)),
+            {_, Ended} = await(fun (S) -> S#peer_state.connection =:= undefined end, State, Deadline),
+            close(Ended),
+            wait_disconnected(Node, Deadline),
+            wait_os_exit(Ended, Deadline)
     end,
     ok.
 
@@ -477,24 +504,55 @@ close(#peer_state{channel = undefined}) ->
 close(#peer_state{channel = Channel}) ->
     ok = rpeer_nif:close(Channel).
 
-%% Waits (up to the deadline) until the peer ends the alternative connection after
-%%  init:stop(), still forwarding its console output.
-wait_channel_end(#peer_state{connection = undefined}, _Deadline) ->
-    ok;
-wait_channel_end(#peer_state{tag = Tag, channel = Channel} = State, Deadline) ->
-    receive
-        {rpeer, Tag, {Stream, Text}} when Stream =:= console; Stream =:= stderr ->
-            ok = rpeer_nif:ack(Channel, 1),
-            wait_channel_end(forward_output(Stream, Text, State), Deadline);
-        {rpeer, Tag, {frame, _}} ->
-            ok = rpeer_nif:ack(Channel, 1),
-            wait_channel_end(State, Deadline);
-        {rpeer, Tag, {exit_status, _}} ->
+halt_node(undefined, _Timeout) ->
+    ok; %% never booted: no node to halt
+halt_node(Node, Timeout) ->
+    try
+        _ = erpc:call(Node, erlang, halt, [], Timeout),
+        ok
+    catch
+        error:{erpc, noconnection} -> ok;
+        _:_ -> force_disconnect_node(Node)
+    end.
+
+%% stop/1 returns once the peer's OS process is gone (when rpeer started it attached):
+%%  waits for its exit until the shutdown deadline, then kills its process group.
+wait_os_exit(#peer_state{launcher = {_, Process, true}} = State, Deadline) ->
+    case await(fun os_exited/1, State, Deadline) of
+        {true, _} ->
             ok;
-        {rpeer, Tag, {closed, _}} ->
+        {false, Running} ->
+            ok = rpeer_nif:kill(Process),
+            _ = await(fun os_exited/1, Running, deadline(?KILL_WAIT)),
             ok
-    after time_left(Deadline) ->
-            ok
+    end;
+wait_os_exit(_State, _Deadline) ->
+    ok.
+
+%% While stopping, what matters of an event is the state after it.
+state_after({ok, State}) ->
+    State;
+state_after({_DownOrStop, _Reason, State}) ->
+    State.
+
+os_exited(#peer_state{launcher = Launcher}) ->
+    not (is_tuple(Launcher) andalso element(3, Launcher)).
+
+%% Waits until Done(State) holds, or the deadline passes, handling the events of the
+%%  channel and the launcher meanwhile (output is forwarded, frames are served).
+await(Done, State, Deadline) ->
+    case Done(State) of
+        true ->
+            {true, State};
+        false ->
+            Tag = State#peer_state.tag,
+            Launcher = State#peer_state.launcher,
+            receive
+                {rpeer, T, Event} when T =:= Tag; is_tuple(Launcher), T =:= element(1, Launcher) ->
+                    await(Done, state_after(channel_event(source(T, State), Event, State)), Deadline)
+            after time_left(Deadline) ->
+                    {false, State}
+            end
     end.
 
 %% The peer's output goes to our group leader (the starter's), as peer's console text

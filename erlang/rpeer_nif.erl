@@ -19,10 +19,10 @@
 %% The channel is closed when its owner exits.
 -module(rpeer_nif).
 
--export([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, os_pid/1]).
+-export([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
 -export_type([channel/0]).
 
--nifs([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, os_pid/1]).
+-nifs([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -76,6 +76,12 @@ ack(_Channel, _Count) ->
 %% then the peer sees end of file. Events keep coming until the channel ends.
 -spec close(channel()) -> ok.
 close(_Channel) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Kills (SIGKILL) the spawned program's process group: the program, its waiting
+%% shell, and what it started in its group. Its exit status still arrives.
+-spec kill(channel()) -> ok.
+kill(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc The OS pid (and process group) of the spawned program's waiting shell.

@@ -173,6 +173,13 @@ impl Channel {
     pub fn os_pid(&self) -> Option<u32> {
         self.pid
     }
+
+    /// Kills the spawned program's process group; its exit status is still reported.
+    pub fn kill(&self) {
+        if let Some(pid) = self.pid {
+            crate::spawn::kill_group(pid);
+        }
+    }
 }
 
 impl Drop for Channel {

@@ -231,6 +231,49 @@ fn prepare_child(status_fd: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Kills (SIGKILL) the program and whatever it started in its process group, but not the
+/// waiting shell that leads the group, so that the shell still reaps the program and
+/// reports its status (137). Where /proc cannot be read, the whole group is killed.
+pub fn kill_group(pid: u32) {
+    let members = group_members(pid);
+    let others: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|&member| member != pid)
+        .collect();
+    if others.is_empty() {
+        // SAFETY: kill() with a negative pid addresses a process group; no memory is touched.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    for member in others {
+        // SAFETY: kill() of a process id; no memory is touched.
+        unsafe {
+            libc::kill(member as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+/// Processes whose process group is `pgid`, from /proc (empty when it cannot be read).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| process_group(pid) == Some(pgid))
+        .collect()
+}
+
+/// The process group of `pid`: the fifth field of /proc/PID/stat, after the
+/// parenthesised command name (which may itself contain spaces and parentheses).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +342,26 @@ mod tests {
         // 0, 1, 2 and the directory ls itself opened (3): the status pipe and the test
         // process's other descriptors are not inherited.
         assert_eq!(fds, ["0", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn kill_group_ends_the_program_and_its_children() {
+        let mut child = sh("sleep 60 & echo $!; wait", StdioMode::Piped);
+        let mut grandchild = String::new();
+        let mut stdout = File::from(child.stdout.take().expect("stdout"));
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
+            grandchild.push(byte[0] as char);
+        }
+        kill_group(child.pid);
+        // The shell survives to report how its program ended.
+        assert_eq!(child.status.wait(), Some(137));
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // SAFETY: kill(pid, 0) only checks that the process exists.
+            unsafe { libc::kill(grandchild.trim().parse().unwrap_or(0), 0) != 0 }
+        });
+        assert!(gone, "the program's child survived");
     }
 
     #[test]

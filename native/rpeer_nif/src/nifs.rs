@@ -139,6 +139,13 @@ fn close(channel: ResourceArc<ChannelResource>) -> Atom {
     atoms::ok()
 }
 
+/// Kills the spawned program's process group (SIGKILL).
+#[rustler::nif]
+fn kill(channel: ResourceArc<ChannelResource>) -> Atom {
+    channel.channel.kill();
+    atoms::ok()
+}
+
 /// OS pid of a spawned program's waiting shell, or `undefined` for a tcp channel.
 #[rustler::nif]
 fn os_pid(env: Env, channel: ResourceArc<ChannelResource>) -> Term {

@@ -1,0 +1,294 @@
+%%% @doc
+%%% Helpers shared by the rpeer Common Test suites.
+%%%
+%%% == Modes ==
+%%% Every suite group runs its cases in one "mode", kept in the CT Config
+%%% as `{connection, Conn}':
+%%%   * no `connection' key - `dist': the peer is controlled over Erlang
+%%%     distribution only (the origin must be alive);
+%%%   * `standard_io' - control frames over the peer's stdin/stdout;
+%%%   * `0' or `{Ip, 0}' - control connection over TCP.
+%%%
+%%% == Peer slots ==
+%%% Parallel groups start all their cases at once. To keep a small machine
+%%% from starting dozens of Erlang nodes together, each case takes some
+%%% "peer slots" from a limiter process (started in init_per_suite) before
+%%% it runs; the slots return when the case process exits.
+%%%
+%%% This module is also loaded on the peers (the cases add its directory to
+%%% the peer's code path), for `forward/2'.
+%%% @end
+-module(rpeer_test_lib).
+
+-include_lib("stdlib/include/assert.hrl").
+
+%% Modes and peer start
+-export([
+    mode/1,
+    mode_opts/2,
+    merge_opts/2,
+    start_link/3,
+    start/3,
+    peer_call/6,
+    halt_peer/4,
+    down_reason/3,
+    require_alive/0,
+    require_epmd/0,
+    test_dir/0,
+    add_test_path/1
+]).
+
+%% Peer side helper
+-export([forward/2]).
+
+%% Waiting and OS processes
+-export([
+    wait_until/2,
+    wait_for_state/3,
+    os_pid_alive/1,
+    wait_os_pid_gone/2,
+    flush_captured/0,
+    captured_text/0
+]).
+
+%% Peer slots limiter
+-export([
+    limiter_start/1,
+    limiter_stop/0,
+    acquire/1
+]).
+
+-define(LIMITER, rpeer_test_limiter).
+
+%%--------------------------------------------------------------------
+%% Modes
+
+%% @doc The mode of the current group: dist | standard_io | tcp.
+-spec mode(proplists:proplist()) -> dist | standard_io | tcp.
+mode(Config) ->
+    case proplists:get_value(connection, Config) of
+        undefined -> dist;
+        standard_io -> standard_io;
+        _Tcp -> tcp
+    end.
+
+%% @doc Base start options for the group's mode. In dist mode the peer
+%% needs a name; it is started with the origin's cookie and without a
+%% full mesh (parallel peers would otherwise all connect to each other).
+-spec mode_opts(proplists:proplist(), atom()) -> map().
+mode_opts(Config, Case) ->
+    case proplists:get_value(connection, Config) of
+        undefined ->
+            #{name => rpeer:random_name(Case),
+              args => ["-setcookie", atom_to_list(erlang:get_cookie()),
+                       "-connect_all", "false"]};
+        Conn ->
+            #{connection => Conn}
+    end.
+
+%% @doc Merges start options; `args' lists are concatenated (Base first).
+-spec merge_opts(map(), map()) -> map().
+merge_opts(Base, Extra) ->
+    Merged = maps:merge(Base, Extra),
+    case {maps:find(args, Base), maps:find(args, Extra)} of
+        {{ok, A1}, {ok, A2}} -> Merged#{args => A1 ++ A2};
+        _ -> Merged
+    end.
+
+%% @doc rpeer:start_link/1 with the group's mode options plus Extra.
+start_link(Config, Case, Extra) ->
+    rpeer:start_link(merge_opts(mode_opts(Config, Case), Extra)).
+
+%% @doc rpeer:start/1 (not linked) with the group's mode options plus Extra.
+start(Config, Case, Extra) ->
+    rpeer:start(merge_opts(mode_opts(Config, Case), Extra)).
+
+%% @doc Calls M:F(A) on the peer: through erpc in dist mode (there is no
+%% alternative connection), through rpeer:call/4 otherwise.
+peer_call(Config, Peer, Node, M, F, A) ->
+    case mode(Config) of
+        dist -> erpc:call(Node, M, F, A);
+        _ -> rpeer:call(Peer, M, F, A)
+    end.
+
+%% @doc Makes the peer halt with Status, without waiting.
+halt_peer(Config, Peer, Node, Status) ->
+    case mode(Config) of
+        dist -> erpc:cast(Node, erlang, halt, [Status]);
+        _ -> rpeer:cast(Peer, erlang, halt, [Status])
+    end.
+
+%% @doc The reason stock peer gives when the peer node halts with Status.
+down_reason(Config, Node, Status) ->
+    case mode(Config) of
+        dist -> {nodedown, Node};
+        standard_io -> {exit_status, Status};
+        tcp -> tcp_closed
+    end.
+
+%% @doc ok, or a skip tuple when the origin is not distributed.
+require_alive() ->
+    case erlang:is_alive() of
+        true -> ok;
+        false -> {skip, "origin node is not distributed (start with -sname)"}
+    end.
+
+%% @doc ok, or a skip tuple when no epmd answers on this host.
+require_epmd() ->
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        {error, _} -> {skip, "epmd is not running"}
+    end.
+
+%% @doc The directory holding this module (and the suites) beam files.
+test_dir() ->
+    filename:dirname(code:which(?MODULE)).
+
+%% @doc Adds the test beam directory to the peer's code path (alternative
+%% connection only), so that funs and forward/2 work on the peer.
+add_test_path(Peer) ->
+    ?assertEqual(true, rpeer:call(Peer, code, add_path, [test_dir()])).
+
+%%--------------------------------------------------------------------
+%% Peer side
+
+%% @doc Runs on the peer: sends Message to Dest (pid or registered name on
+%% the origin) through the alternative connection (like peer_SUITE).
+-spec forward(Dest :: pid() | atom(), Message :: term()) -> term().
+forward(Dest, Message) ->
+    group_leader() ! {message, Dest, Message}.
+
+%%--------------------------------------------------------------------
+%% Waiting
+
+%% @doc Polls Fun every 20 ms until it returns true; fails after Timeout ms.
+wait_until(Fun, Timeout) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    wait_until_loop(Fun, Deadline).
+
+wait_until_loop(Fun, Deadline) ->
+    case Fun() of
+        true ->
+            ok;
+        _ ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> error(wait_until_timeout);
+                false -> timer:sleep(20), wait_until_loop(Fun, Deadline)
+            end
+    end.
+
+%% @doc Polls rpeer:get_state(Peer) until Pred(State) is true and returns
+%% that state; fails with the last state seen after Timeout ms.
+wait_for_state(Peer, Pred, Timeout) ->
+    wait_state_loop(Peer, Pred, erlang:monotonic_time(millisecond) + Timeout).
+
+wait_state_loop(Peer, Pred, Deadline) ->
+    State = rpeer:get_state(Peer),
+    case Pred(State) of
+        true ->
+            State;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({peer_state_timeout, State});
+                false -> timer:sleep(20), wait_state_loop(Peer, Pred, Deadline)
+            end
+    end.
+
+%% @doc Whether an OS process exists and is not a zombie.
+-spec os_pid_alive(string()) -> boolean().
+os_pid_alive(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} ->
+            %% "pid (comm) S ..." - comm may hold spaces, state follows the last ')'
+            [_, After] = string:split(Stat, ")", trailing),
+            case string:trim(After, leading) of
+                <<"Z", _/binary>> -> false;
+                <<"X", _/binary>> -> false;
+                _ -> true
+            end;
+        {error, enoent} ->
+            false;
+        {error, _} ->
+            "yes" =:= string:trim(os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo yes"))
+    end.
+
+%% @doc Fails unless the OS process OsPid is gone within Timeout ms.
+wait_os_pid_gone(OsPid, Timeout) ->
+    try wait_until(fun () -> not os_pid_alive(OsPid) end, Timeout)
+    catch error:wait_until_timeout ->
+            ct:fail({os_process_still_alive, OsPid,
+                     string:trim(os:cmd("ps -o pid,stat,args -p " ++ OsPid))})
+    end.
+
+%% @doc Drops what ct:capture_start/0 has captured so far.
+flush_captured() ->
+    _ = ct:capture_get(),
+    ok.
+
+%% @doc Everything captured so far, as one flat unicode string.
+captured_text() ->
+    unicode:characters_to_list([unicode:characters_to_list(S) || S <- ct:capture_get()]).
+
+%%--------------------------------------------------------------------
+%% Peer slots limiter
+
+%% @doc Starts the limiter with Max slots (not linked: it must outlive
+%% init_per_suite's process).
+limiter_start(Max) ->
+    limiter_stop(),
+    Pid = spawn(fun () -> limiter_loop(Max, #{}, queue:new()) end),
+    register(?LIMITER, Pid),
+    ok.
+
+limiter_stop() ->
+    case whereis(?LIMITER) of
+        undefined -> ok;
+        Pid ->
+            MRef = monitor(process, Pid),
+            exit(Pid, kill),
+            receive {'DOWN', MRef, _, _, _} -> ok end
+    end.
+
+%% @doc Takes N slots for the calling process, blocking until they are free.
+%% They are given back when the process exits. No-op without a limiter.
+acquire(0) ->
+    ok;
+acquire(N) ->
+    case whereis(?LIMITER) of
+        undefined ->
+            ok;
+        Lim ->
+            MRef = monitor(process, Lim),
+            Lim ! {acquire, self(), N, MRef},
+            receive
+                {granted, MRef} -> demonitor(MRef, [flush]), ok;
+                {'DOWN', MRef, _, _, _} -> ok
+            end
+    end.
+
+%% Free: free slots; Holders: #{pid() => {Slots, MonitorRef}};
+%% Waiting: FIFO of {Pid, N, Tag} (no overtaking, so big requests are not starved).
+limiter_loop(Free, Holders, Waiting) ->
+    receive
+        {acquire, Pid, N, Tag} ->
+            grant(Free, Holders, queue:in({Pid, N, Tag}, Waiting));
+        {'DOWN', _MRef, process, Pid, _} ->
+            case maps:take(Pid, Holders) of
+                {{N, _}, Rest} -> grant(Free + N, Rest, Waiting);
+                error -> limiter_loop(Free, Holders, Waiting)
+            end
+    end.
+
+grant(Free, Holders, Waiting) ->
+    case queue:peek(Waiting) of
+        {value, {Pid, N, Tag}} when N =< Free; map_size(Holders) =:= 0 ->
+            Pid ! {granted, Tag},
+            MRef = monitor(process, Pid),
+            Prev = case maps:find(Pid, Holders) of
+                       {ok, {P, OldRef}} -> demonitor(OldRef, [flush]), P;
+                       error -> 0
+                   end,
+            grant(Free - N, Holders#{Pid => {Prev + N, MRef}}, queue:drop(Waiting));
+        _ ->
+            limiter_loop(Free, Holders, Waiting)
+    end.
