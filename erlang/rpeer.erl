@@ -294,6 +294,8 @@ init([Notify, Options]) ->
                                end,
             case rpeer_nif:spawn(SpawnTag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
                 {ok, Spawned} ->
+                    _ = Channel =/= undefined andalso verifies_peer(Options)
+                        andalso rpeer_nif:expect_peer(Channel, Spawned),
                     State = #peer_state{options = saved_options(Options), notify = Notify,
                                         args = Args, exec = Exec, tag = Tag},
                     {ok, connected(Spawned, Channel, State#peer_state{launcher = {SpawnTag, Spawned, not Detached}})};
@@ -428,6 +430,12 @@ channel_event(launcher, {Stream, Text}, #peer_state{launcher = {_, Launcher, _}}
 %% booting: the tcp peer connected
 channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
     {ok, State#peer_state{connection = Channel}};
+
+%% booting: a connection that was not the peer's was closed unread
+channel_event(channel, {rejected, Address}, State) ->
+    logger:warning("rpeer: closed a connection to the control port from ~ts that is not "
+                   "the peer's; still waiting for the peer", [Address]),
+    {ok, State};
 
 %% booting: no tcp peer connected within the accept timeout
 channel_event(channel, {accept_failed, Reason}, State) ->
@@ -850,30 +858,37 @@ boot_complete(Node, Result, #peer_state{notify = {ReplyTo, Tag}} = State) ->
 
 %% Starts the tcp listener when a tcp connection is requested:
 %%  {ok, Channel, {ListenAddresses, Port}}; dist and standard_io: {ok, undefined, undefined}.
-maybe_listen(Tag, #{connection := Port}) when is_integer(Port) ->
-    case listen(Tag, {0, 0, 0, 0}, Port) of
-        {ok, Channel, WaitPort} ->
-            {ok, Channel, {local_addresses(), WaitPort}};
-        Error ->
-            Error
+%%  With `Port' alone, a local peer (no exec wrapper) is offered, and listened for on,
+%%  loopback only; a peer started through a wrapper, maybe elsewhere, every local
+%%  address, loopback first, as peer does. `{Ip, Port}' listens where it says.
+maybe_listen(Tag, #{connection := Port} = Options) when is_integer(Port) ->
+    case local_exec(Options) of
+        true ->
+            listen(Tag, {127, 0, 0, 1}, Port, [{127, 0, 0, 1}], Options);
+        false ->
+            listen(Tag, {0, 0, 0, 0}, Port, local_addresses(), Options)
     end;
-maybe_listen(Tag, #{connection := {Ip, Port}}) when is_integer(Port) ->
-    case listen(Tag, Ip, Port) of
-        {ok, Channel, WaitPort} ->
-            {ok, Channel, {[Ip], WaitPort}};
-        Error ->
-            Error
-    end;
+maybe_listen(Tag, #{connection := {Ip, Port}} = Options) when is_integer(Port) ->
+    listen(Tag, Ip, Port, [Ip], Options);
 maybe_listen(_Tag, _Options) ->
     {ok, undefined, undefined}.
 
-listen(Tag, Ip, Port) ->
-    case rpeer_nif:listen(Tag, Ip, Port, ?ACCEPT_TIMEOUT, ?MAX_FRAME) of
-        {ok, _Channel, _WaitPort} = Ok ->
-            Ok;
+listen(Tag, Ip, Port, Offered, Options) ->
+    case rpeer_nif:listen(Tag, Ip, Port, ?ACCEPT_TIMEOUT, ?MAX_FRAME, verifies_peer(Options)) of
+        {ok, Channel, WaitPort} ->
+            {ok, Channel, {Offered, WaitPort}};
         {error, Reason} ->
             {error, {Reason, {listen, Ip, Port}}}
     end.
+
+%% A tcp connection is taken only from the peer's own OS process (its process group)
+%%  where rpeer can see it: a local, attached peer. Through a wrapper (ssh, docker,
+%%  a network namespace) or -detached, the first connection is the peer's, as in peer.
+verifies_peer(Options) ->
+    local_exec(Options) andalso maps:get(detached, Options, false) =/= true.
+
+local_exec(Options) ->
+    not is_tuple(maps:get(exec, Options, default)).
 
 %% Addresses of all local interfaces that are up: loopback first, as peer does.
 local_addresses() ->

@@ -11,6 +11,8 @@
 %%     spawned channel;</li>
 %% <li>`accepted': the tcp peer connected;</li>
 %% <li>`{accept_failed, timeout | Errno}': no tcp peer connected in time;</li>
+%% <li>`{rejected, Address}': a verifying tcp channel closed, unread, a connection that
+%%     did not come from the peer (Address is its "ip:port");</li>
 %% <li>`{closed, closed | Errno | {frame_too_large, Size}}': the tcp connection ended;
 %%     last event of a tcp channel.</li>
 %% </ul>
@@ -19,10 +21,10 @@
 %% The channel is closed when its owner exits.
 -module(rpeer_nif).
 
--export([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
+-export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
 -export_type([channel/0]).
 
--nifs([spawn/5, listen/5, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
+-nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -47,11 +49,19 @@ spawn(_Tag, _Exec, _Args, _Env, _Mode) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Listens on `Ip:Port' (SO_REUSEADDR) and accepts one connection within
-%% `AcceptTimeout' milliseconds. Frames longer than `MaxFrame' end the connection.
+%% `AcceptTimeout' milliseconds. Frames longer than `MaxFrame' end the connection. With
+%% `Verify', only a connection from the peer's process group (see {@link expect_peer/2})
+%% is accepted; others are closed unread and reported as `{rejected, Address}'.
 -spec listen(Tag :: term(), inet:ip_address(), inet:port_number(), AcceptTimeout :: non_neg_integer(),
-             MaxFrame :: non_neg_integer()) ->
+             MaxFrame :: non_neg_integer(), Verify :: boolean()) ->
           {ok, channel(), inet:port_number()} | {error, atom()}.
-listen(_Tag, _Ip, _Port, _AcceptTimeout, _MaxFrame) ->
+listen(_Tag, _Ip, _Port, _AcceptTimeout, _MaxFrame, _Verify) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc A verifying tcp channel accepts only a connection from a process of the process
+%% group of `Peer', a spawned channel (the peer's OS process).
+-spec expect_peer(channel(), Peer :: channel()) -> ok.
+expect_peer(_Channel, _Peer) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc The peer node's side of the standard_io channel (used by rpeer_agent): frames

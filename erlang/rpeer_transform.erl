@@ -54,7 +54,7 @@
 
 %% @doc Rewrites the module's `peer' API calls, funs, imports and types to `rpeer',
 %%  and test_server's `start_peer/3,5' and `peer_name/2' to `rpeer_ct'.
--spec parse_transform(Forms, Options :: [compile:option()]) -> Forms
+-spec parse_transform(Forms, Options :: [term()]) -> Forms
               when Forms :: [erl_parse:abstract_form() | erl_parse:form_info()].
 parse_transform(Forms, _Options) ->
     lists:flatmap(fun form/1, Forms).

@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of payload encoded per write: bounds the writer's buffer for any frame size.
@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     out: Mutex<Option<Out>>,
     /// Items queued for the writer thread and not yet completely written.
     queued: AtomicUsize,
+    /// tcp: the process group the peer's connection must come from (0: not known yet).
+    pub(crate) peer_group: AtomicU32,
 }
 
 impl Shared {
@@ -89,6 +91,7 @@ impl Shared {
             aborted_flag: AtomicBool::new(false),
             out: Mutex::new(None),
             queued: AtomicUsize::new(0),
+            peer_group: AtomicU32::new(0),
         }))
     }
 
@@ -172,6 +175,12 @@ impl Channel {
     /// OS pid of the spawned program's waiting shell (its process group id).
     pub fn os_pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// tcp: accept only a connection from a process of this process group (the peer's
+    /// spawned program).
+    pub fn expect_peer_group(&self, pgid: u32) {
+        self.shared.peer_group.store(pgid, Ordering::Release);
     }
 
     /// Kills the spawned program's process group; its exit status is still reported.

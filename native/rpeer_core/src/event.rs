@@ -27,6 +27,8 @@ pub enum Event {
     Accepted,
     /// The tcp channel gave up waiting for the peer to connect.
     AcceptFailed(Failure),
+    /// A connection that is not the peer's was closed unread (its remote address).
+    Rejected(String),
     /// The tcp connection ended; nothing follows.
     Closed(Failure),
 }

@@ -256,7 +256,7 @@ pub fn kill_group(pid: u32) {
 }
 
 /// Processes whose process group is `pgid`, from /proc (empty when it cannot be read).
-fn group_members(pgid: u32) -> Vec<u32> {
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

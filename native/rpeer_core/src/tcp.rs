@@ -3,6 +3,11 @@
 //!
 //! One thread accepts (within the accept timeout) and then reads frames; a writer thread
 //! starts once the connection is there. Frames sent before that wait in the queue.
+//!
+//! When the channel verifies its peer, a connection is taken only when it comes from a
+//! process of the peer's process group (see `owner`); any other connection is closed
+//! without a byte read from it, reported as `Rejected`, and accepting goes on until
+//! the accept timeout.
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::event::{Event, Failure, Sink};
@@ -31,6 +36,7 @@ pub fn start(
     listener: TcpListener,
     accept_timeout: Duration,
     max_frame: usize,
+    verify_peer: bool,
     sink: impl Sink,
 ) -> io::Result<Channel> {
     let shared = Shared::new()?;
@@ -43,7 +49,7 @@ pub fn start(
                 shared: thread_shared,
                 sink,
             };
-            let stream = match conn.accept(&listener, accept_timeout) {
+            let stream = match conn.accept(&listener, accept_timeout, verify_peer) {
                 Ok(stream) => stream,
                 Err(failure) => {
                     conn.report(Event::AcceptFailed(failure));
@@ -69,7 +75,12 @@ struct Connection<S: Sink> {
 }
 
 impl<S: Sink> Connection<S> {
-    fn accept(&self, listener: &TcpListener, timeout: Duration) -> Result<TcpStream, Failure> {
+    fn accept(
+        &mut self,
+        listener: &TcpListener,
+        timeout: Duration,
+        verify_peer: bool,
+    ) -> Result<TcpStream, Failure> {
         let io_failure = |e: io::Error| Failure::Io(sys::errno_name(&e));
         listener.set_nonblocking(true).map_err(io_failure)?;
         let deadline = std::time::Instant::now() + timeout;
@@ -93,7 +104,11 @@ impl<S: Sink> Connection<S> {
                 continue;
             }
             match listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, remote)) => {
+                    if verify_peer && !self.is_the_peer(&stream, remote) {
+                        self.report(Event::Rejected(remote.to_string()));
+                        continue;
+                    }
                     stream.set_nonblocking(false).map_err(io_failure)?;
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
@@ -111,6 +126,17 @@ impl<S: Sink> Connection<S> {
                 Err(e) => return Err(io_failure(e)),
             }
         }
+    }
+
+    fn is_the_peer(&self, stream: &TcpStream, remote: SocketAddr) -> bool {
+        let group = self
+            .shared
+            .peer_group
+            .load(std::sync::atomic::Ordering::Acquire);
+        group != 0
+            && stream
+                .local_addr()
+                .is_ok_and(|local| crate::owner::connection_from_group(local, remote, group))
     }
 
     fn start_writer(&self, stream: &TcpStream, frames: channel::Frames) -> io::Result<()> {
@@ -211,9 +237,17 @@ mod tests {
     }
 
     fn loopback_channel(timeout: Duration, max_frame: usize) -> (Channel, Receiver<Event>, u16) {
+        verified_channel(timeout, max_frame, false)
+    }
+
+    fn verified_channel(
+        timeout: Duration,
+        max_frame: usize,
+        verify: bool,
+    ) -> (Channel, Receiver<Event>, u16) {
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
         let (tx, rx) = unbounded();
-        let channel = start(listener, timeout, max_frame, TestSink(tx)).expect("start");
+        let channel = start(listener, timeout, max_frame, verify, TestSink(tx)).expect("start");
         (channel, rx, port)
     }
 
@@ -271,6 +305,29 @@ mod tests {
         let mut rest = Vec::new();
         peer.read_to_end(&mut rest).expect("read");
         assert_eq!(rest, [&4u32.to_be_bytes()[..], b"last"].concat());
+    }
+
+    #[test]
+    fn connection_from_another_group_is_rejected_unread() {
+        let (channel, rx, port) =
+            verified_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME, true);
+        // The connecting socket is this test process's; expect some other group.
+        channel.expect_peer_group(u32::MAX - 1);
+        let mut intruder = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let _ = intruder.write_all(&[0, 0, 0, 1, b'x']);
+        assert!(matches!(next(&rx), Event::Rejected(addr) if addr.starts_with("127.0.0.1:")));
+        let mut rest = Vec::new();
+        assert_eq!(
+            intruder
+                .read_to_end(&mut rest)
+                .map(|_| rest.len())
+                .unwrap_or(0),
+            0
+        );
+        // SAFETY: getpgrp() only returns this process's group id.
+        channel.expect_peer_group(unsafe { libc::getpgrp() } as u32);
+        let _peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
     }
 
     #[test]

@@ -9,6 +9,7 @@ rustler::atoms! {
     unknown,
     accepted,
     accept_failed,
+    rejected,
     closed,
     timeout,
     frame_too_large,

@@ -66,7 +66,8 @@ fn spawn<'a>(
     }
 }
 
-/// Listens on `Ip:Port` and accepts one peer connection within `AcceptTimeout` ms.
+/// Listens on `Ip:Port` and accepts one peer connection within `AcceptTimeout` ms; with
+/// `Verify`, only one from the process group given by `expect_peer/2`.
 /// Returns `{ok, Channel, BoundPort}`; events go to the caller as `{rpeer, Tag, Event}`.
 #[rustler::nif]
 fn listen<'a>(
@@ -76,6 +77,7 @@ fn listen<'a>(
     port: u16,
     accept_timeout: u64,
     max_frame: usize,
+    verify: bool,
 ) -> NifResult<Term<'a>> {
     let addr = SocketAddr::new(decode_ip(ip)?, port);
     let (listener, bound) = match tcp::listen(addr) {
@@ -87,6 +89,7 @@ fn listen<'a>(
         listener,
         Duration::from_millis(accept_timeout),
         max_frame,
+        verify,
         sink,
     ) {
         Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel), bound).encode(env)),
@@ -107,6 +110,18 @@ fn attach_stdio<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
         Ok(channel) => (atoms::ok(), owned_resource(env, channel)).encode(env),
         Err(e) => io_error(env, &e),
     }
+}
+
+/// A verifying tcp channel accepts only a connection from the process group of the
+/// spawned channel `Peer` (its OS pid leads the group).
+#[rustler::nif]
+fn expect_peer(
+    channel: ResourceArc<ChannelResource>,
+    peer: ResourceArc<ChannelResource>,
+) -> NifResult<Atom> {
+    let pgid = peer.channel.os_pid().ok_or(Error::BadArg)?;
+    channel.channel.expect_peer_group(pgid);
+    Ok(atoms::ok())
 }
 
 /// Queues one frame (an external term format binary) for the peer. Never copies it.

@@ -59,6 +59,7 @@ fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
             (atoms::accept_failed(), failure_term(env, failure)).encode(env)
         }
         Event::Closed(failure) => (atoms::closed(), failure_term(env, failure)).encode(env),
+        Event::Rejected(address) => (atoms::rejected(), address).encode(env),
     }
 }
 
