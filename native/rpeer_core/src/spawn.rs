@@ -180,10 +180,15 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
     }
     let mut child = command.spawn().map_err(os_error)?;
     drop(status_write);
+    let stdin = child.stdin.take().map(OwnedFd::from);
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    for pipe in stdin.iter().chain(stdout.iter()) {
+        crate::sys::enlarge_pipe(pipe.as_raw_fd());
+    }
     Ok(Spawned {
         pid: child.id(),
-        stdin: child.stdin.take().map(OwnedFd::from),
-        stdout: child.stdout.take().map(OwnedFd::from),
+        stdin,
+        stdout,
         stderr: child.stderr.take().map(OwnedFd::from),
         status: ExitStatusReader {
             pipe: File::from(status_read),

@@ -18,3 +18,12 @@ impl Resource for ChannelResource {
         self.channel.abort();
     }
 }
+
+/// The payload of a big frame from the peer, handed to Erlang as a resource binary: the
+/// bytes the reader thread decoded are not copied again into a VM binary.
+pub struct PayloadResource {
+    pub bytes: Vec<u8>,
+}
+
+#[rustler::resource_impl]
+impl Resource for PayloadResource {}

@@ -2,10 +2,11 @@
 //! channel's own threads (never a VM thread, where `send_and_clear` would panic).
 
 use crate::atoms;
+use crate::resource::PayloadResource;
 use rpeer_core::event::{Event, Failure, Sink};
 use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::types::atom::Atom;
-use rustler::{Encoder, Env, LocalPid, OwnedBinary, Term};
+use rustler::{Encoder, Env, LocalPid, OwnedBinary, ResourceArc, Term};
 
 pub struct ProcessSink {
     owner: LocalPid,
@@ -49,7 +50,7 @@ impl Sink for ProcessSink {
 
 fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
     match event {
-        Event::Frame(payload) => (atoms::frame(), binary(env, &payload)).encode(env),
+        Event::Frame(payload) => (atoms::frame(), payload_binary(env, payload)).encode(env),
         Event::Console(text) => (atoms::console(), binary(env, &text)).encode(env),
         Event::Stderr(text) => (atoms::stderr(), binary(env, &text)).encode(env),
         Event::ExitStatus(Some(status)) => (atoms::exit_status(), status).encode(env),
@@ -77,6 +78,19 @@ pub fn errno_atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
         Ok(atom) => atom.encode(env),
         Err(_) => name.encode(env),
     }
+}
+
+/// Frames from this size on are handed over without a copy (a resource binary); smaller
+/// ones are copied, which is cheaper than a resource.
+const ZERO_COPY_FROM: usize = 64 * 1024;
+
+/// A binary term of a frame's payload.
+fn payload_binary(env: Env, payload: Vec<u8>) -> Term {
+    if payload.len() < ZERO_COPY_FROM {
+        return binary(env, &payload);
+    }
+    let resource = ResourceArc::new(PayloadResource { bytes: payload });
+    resource.make_binary(env, |held| &held.bytes).encode(env)
 }
 
 /// A binary term holding `bytes` (rustler encodes `&[u8]` as a list).
