@@ -10,6 +10,12 @@
 //! reset to default (the VM ignores SIGCHLD, SIGPIPE and SIGFPE and exec keeps ignored
 //! signals ignored), and every descriptor above the status pipe is marked close-on-exec
 //! (the VM's own sockets and pipes are not), so peers never hold each other's channels.
+//!
+//! Peers never outlive the origin: the waiting shell gets SIGKILL when the thread that
+//! forked it exits (`PR_SET_PDEATHSIG`; spawning runs on one of the VM's dirty I/O
+//! scheduler threads, which live as long as the VM), and the program gets SIGKILL when
+//! the shell dies (it is started through util-linux's `setpriv --pdeathsig KILL` where
+//! that exists). A program that re-forks itself away (`-detached`) escapes this.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -24,6 +30,9 @@ use std::process::{Command, Stdio};
 /// The shell that waits for the program; `$1..` are the program and its arguments.
 const WRAPPER_SHELL: &str = "/bin/sh";
 const WRAPPER_SCRIPT: &str = "\"$@\" 3>&-; echo $? >&3";
+/// Sets the parent-death signal of the program it runs (util-linux).
+const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
+
 /// argv[0] of the waiting shell, as `ps` shows it.
 const WRAPPER_NAME: &str = "rpeer-wait";
 /// The shell's descriptor for the status pipe.
@@ -156,7 +165,11 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
         .arg0(WRAPPER_NAME)
         .arg("-c")
         .arg(WRAPPER_SCRIPT)
-        .arg(WRAPPER_NAME)
+        .arg(WRAPPER_NAME);
+    if let Some(setpriv) = SETPRIV.iter().find(|path| is_executable(Path::new(path))) {
+        command.args([setpriv, "--pdeathsig", "KILL", "--"]);
+    }
+    command
         .arg(&program)
         .args(&spec.args)
         .env_clear()
@@ -172,11 +185,12 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
             .stderr(Stdio::inherit()),
     };
     let status_fd = status_write.as_raw_fd();
+    let origin_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (sigaction, setpgid, dup2, fcntl, close_range) on
     // plain integers; it allocates nothing and takes no locks.
     unsafe {
-        command.pre_exec(move || prepare_child(status_fd));
+        command.pre_exec(move || prepare_child(status_fd, origin_pid));
     }
     let mut child = command.spawn().map_err(os_error)?;
     drop(status_write);
@@ -199,9 +213,14 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
 }
 
 /// Runs in the forked child: see the module documentation.
-fn prepare_child(status_fd: libc::c_int) -> io::Result<()> {
+fn prepare_child(status_fd: libc::c_int, origin_pid: libc::pid_t) -> io::Result<()> {
     // SAFETY (whole function): async-signal-safe system calls on plain integers only.
     unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != origin_pid {
+            // The origin died before the signal was armed.
+            libc::_exit(1);
+        }
         for signal in 1..libc::SIGRTMIN() {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::signal(signal, libc::SIG_DFL);
