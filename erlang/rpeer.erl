@@ -450,6 +450,10 @@ channel_event(channel, {closed, Reason}, State) ->
 channel_event(channel, {exit_status, Status}, State) ->
     {down, {exit_status, Status}, State#peer_state{connection = undefined, launcher = undefined}};
 
+%% the peer's program could not be launched (spawn/5 returns before the launch)
+channel_event(Source, {launch_failed, Errno}, State) when Source =/= unknown ->
+    {down, {launch_failed, Errno}, State#peer_state{connection = undefined, launcher = undefined}};
+
 %% the OS process of a dist or tcp peer exited while booting: the boot failed
 channel_event(launcher, {exit_status, Status}, #peer_state{launcher = {_, _, true}, peer_state = booting} = State) ->
     {down, {exit_status, Status}, State#peer_state{launcher = undefined}};

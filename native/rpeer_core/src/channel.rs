@@ -13,12 +13,13 @@
 
 use crate::codec::{self, FrameEncoder};
 use crate::event::{Flow, DEFAULT_WINDOW};
+use crate::spawn::ProcessId;
 use crate::sys::{self, Interest, Waker};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of payload encoded per write: bounds the writer's buffer for any frame size.
@@ -78,8 +79,8 @@ pub(crate) struct Shared {
     out: Mutex<Option<Out>>,
     /// Items queued for the writer thread and not yet completely written.
     queued: AtomicUsize,
-    /// tcp: the process group the peer's connection must come from (0: not known yet).
-    pub(crate) peer_group: AtomicU32,
+    /// tcp: the process group the peer's connection must come from.
+    pub(crate) peer_group: Mutex<Option<ProcessId>>,
 }
 
 impl Shared {
@@ -91,7 +92,7 @@ impl Shared {
             aborted_flag: AtomicBool::new(false),
             out: Mutex::new(None),
             queued: AtomicUsize::new(0),
-            peer_group: AtomicU32::new(0),
+            peer_group: Mutex::new(None),
         }))
     }
 
@@ -110,11 +111,11 @@ pub struct Channel {
     queue: Mutex<Option<Queue>>,
     shared: Arc<Shared>,
     /// The spawned program's process group, when this channel spawned it.
-    pid: Option<u32>,
+    pid: Option<ProcessId>,
 }
 
 impl Channel {
-    pub(crate) fn new(queue: Option<Queue>, shared: Arc<Shared>, pid: Option<u32>) -> Self {
+    pub(crate) fn new(queue: Option<Queue>, shared: Arc<Shared>, pid: Option<ProcessId>) -> Self {
         Channel {
             queue: Mutex::new(queue),
             shared,
@@ -172,20 +173,26 @@ impl Channel {
         self.close();
     }
 
-    /// OS pid of the spawned program's waiting shell (its process group id).
+    /// OS pid of the spawned program's waiting shell (its process group id), once
+    /// launched.
     pub fn os_pid(&self) -> Option<u32> {
-        self.pid
+        self.pid.as_ref().and_then(ProcessId::get)
     }
 
-    /// tcp: accept only a connection from a process of this process group (the peer's
-    /// spawned program).
-    pub fn expect_peer_group(&self, pgid: u32) {
-        self.shared.peer_group.store(pgid, Ordering::Release);
+    /// The spawned program's pid, as it will be known once launched.
+    pub fn process_id(&self) -> Option<ProcessId> {
+        self.pid.clone()
+    }
+
+    /// tcp: accept only a connection from a process of the process group led by `pid`
+    /// (the peer's spawned program).
+    pub fn expect_peer(&self, pid: ProcessId) {
+        *self.shared.peer_group.lock() = Some(pid);
     }
 
     /// Kills the spawned program's process group; its exit status is still reported.
     pub fn kill(&self) {
-        if let Some(pid) = self.pid {
+        if let Some(pid) = self.os_pid() {
             crate::spawn::kill_group(pid);
         }
     }

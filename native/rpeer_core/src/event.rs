@@ -23,6 +23,8 @@ pub enum Event {
     /// The spawned program exited; `None` when its status could not be read.
     /// Sent after every `Console`, `Stderr` and `Frame` event of the process.
     ExitStatus(Option<i32>),
+    /// The program could not be launched (an errno name); nothing follows.
+    LaunchFailed(String),
     /// The tcp channel accepted its peer's connection.
     Accepted,
     /// The tcp channel gave up waiting for the peer to connect.

@@ -6,26 +6,30 @@
 //! (fd 3 of the shell, closed for the program itself). The shell is the VM's child and is
 //! reaped by the kernel; the program is the shell's child and is reaped by the shell.
 //!
-//! In the child, before exec (async-signal-safe calls only): every signal disposition is
-//! reset to default (the VM ignores SIGCHLD, SIGPIPE and SIGFPE and exec keeps ignored
-//! signals ignored), and every descriptor above the status pipe is marked close-on-exec
-//! (the VM's own sockets and pipes are not), so peers never hold each other's channels.
+//! The shell is started with `posix_spawn` (vfork semantics: the VM's page tables are not
+//! copied, which with a fork would take milliseconds and stall every scheduler of a busy
+//! VM), on a small pool of long-lived spawner threads ([`launch`]), so that the caller
+//! never waits for the child to exec (under load that takes tens of milliseconds): every signal disposition is reset to default (the VM ignores SIGCHLD, SIGPIPE and
+//! SIGFPE, and exec keeps ignored signals ignored), the signal mask is emptied, the shell
+//! leads a new process group, and every descriptor above the status pipe is closed (the
+//! VM's own sockets and pipes are not close-on-exec), so peers never hold each other's
+//! channels. This needs glibc 2.34 or later (`posix_spawn_file_actions_addclosefrom_np`).
 //!
-//! Peers never outlive the origin: the waiting shell gets SIGKILL when the thread that
-//! forked it exits (`PR_SET_PDEATHSIG`; spawning runs on one of the VM's dirty I/O
-//! scheduler threads, which live as long as the VM), and the program gets SIGKILL when
-//! the shell dies (it is started through util-linux's `setpriv --pdeathsig KILL` where
-//! that exists). A program that re-forks itself away (`-detached`) escapes this.
+//! Peers never outlive the origin: where util-linux's `setpriv` exists, the shell runs
+//! under `setpriv --pdeathsig KILL` (it gets SIGKILL when the thread that spawned it
+//! exits; the spawner threads live as long as the process), and so does the program (it
+//! gets SIGKILL when the shell dies). A program that re-forks itself away (`-detached`)
+//! escapes this.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The shell that waits for the program; `$1..` are the program and its arguments.
 const WRAPPER_SHELL: &str = "/bin/sh";
@@ -35,6 +39,10 @@ const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
 
 /// argv[0] of the waiting shell, as `ps` shows it.
 const WRAPPER_NAME: &str = "rpeer-wait";
+/// Written on the status pipe instead of a status when posix_spawn fails.
+const LAUNCH_FAILED: &str = "launch-failed ";
+/// Spawner threads: launches run in parallel up to this many.
+const SPAWNERS: usize = 4;
 /// The shell's descriptor for the status pipe.
 const STATUS_FD: libc::c_int = 3;
 
@@ -70,11 +78,34 @@ pub enum SpawnError {
 #[derive(Debug)]
 pub struct Spawned {
     /// OS pid of the waiting shell, which is also the process group of the program.
-    pub pid: u32,
+    pub pid: ProcessId,
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub status: ExitStatusReader,
+}
+
+/// The OS pid of a spawned program's waiting shell, known once it is launched.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessId(Arc<AtomicU32>);
+
+impl From<u32> for ProcessId {
+    fn from(pid: u32) -> Self {
+        ProcessId(Arc::new(AtomicU32::new(pid)))
+    }
+}
+
+impl ProcessId {
+    pub fn get(&self) -> Option<u32> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    fn set(&self, pid: u32) {
+        self.0.store(pid, Ordering::Release);
+    }
 }
 
 /// Reads the exit status the waiting shell reports.
@@ -123,6 +154,13 @@ impl ExitStatusReader {
     fn parse(&self) -> Option<i32> {
         std::str::from_utf8(&self.text).ok()?.trim().parse().ok()
     }
+
+    /// Why the program could not be launched at all (an errno name), if so.
+    pub fn launch_failure(&self) -> Option<String> {
+        let text = std::str::from_utf8(&self.text).ok()?;
+        text.strip_prefix(LAUNCH_FAILED)
+            .map(|errno| errno.trim().to_string())
+    }
 }
 
 /// Resolves the program as open_port's spawn_executable does: the path is taken as given
@@ -154,105 +192,287 @@ fn is_executable(path: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// Starts the program under the waiting shell.
+/// Starts the program under the waiting shell and waits until it is launched.
 pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
+    let (spawned, launch) = prepare(spec)?;
+    launch
+        .run()
+        .map_err(|e| SpawnError::Os(crate::sys::errno_name(&e)))?;
+    Ok(spawned)
+}
+
+/// Everything needed to launch a prepared program, and the child's ends of its pipes,
+/// kept open until then.
+pub struct Launch {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    actions: FileActions,
+    attributes: SpawnAttributes,
+    child_ends: Vec<OwnedFd>,
+    status_write: OwnedFd,
+    pid: ProcessId,
+}
+
+// SAFETY: a Launch is owned by one thread at a time; the raw pointers inside glibc's
+// posix_spawn structures point to memory that the structures own.
+unsafe impl Send for Launch {}
+
+impl Launch {
+    /// Launches the program (waits until the child has exec'ed). On failure the reason
+    /// is also written on the status pipe, where the channel's reader finds it.
+    pub fn run(self) -> io::Result<u32> {
+        let mut pid: libc::pid_t = 0;
+        let argv = pointers(&self.argv);
+        let envp = pointers(&self.envp);
+        // SAFETY: every pointer is valid for the call: the CStrings and their
+        // NUL-terminated pointer arrays outlive it, and the actions and attributes were
+        // initialised by their constructors.
+        let rc = unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                self.argv[0].as_ptr(),
+                &self.actions.0,
+                &self.attributes.0,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::from_raw_os_error(rc);
+            let report = format!("{LAUNCH_FAILED}{}\n", crate::sys::errno_name(&err));
+            let _ = io::Write::write_all(&mut File::from(self.status_write), report.as_bytes());
+            return Err(err);
+        }
+        self.pid.set(pid as u32);
+        // The child has its copies; the status pipe's write end is the shell's alone.
+        drop(self.child_ends);
+        Ok(pid as u32)
+    }
+}
+
+/// Launches on the spawner pool; the caller does not wait. The channel built on the
+/// prepared `Spawned` sees the program's output, or its launch failure, as it comes.
+pub fn launch(launch: Launch) {
+    static SPAWNERS_QUEUE: OnceLock<Option<crossbeam_channel::Sender<Launch>>> = OnceLock::new();
+    let queue = SPAWNERS_QUEUE.get_or_init(|| {
+        let (queue, launches) = crossbeam_channel::unbounded::<Launch>();
+        let started = (0..SPAWNERS).filter(|_| {
+            let launches = launches.clone();
+            std::thread::Builder::new()
+                .name("rpeer-spawner".into())
+                .spawn(move || {
+                    // These threads never exit: a child's parent-death signal is tied to
+                    // the thread that spawned it.
+                    while let Ok(launch) = launches.recv() {
+                        let _ = launch.run();
+                    }
+                })
+                .is_ok()
+        });
+        (started.count() > 0).then_some(queue)
+    });
+    match queue {
+        Some(queue) => {
+            if let Err(unsent) = queue.send(launch) {
+                let _ = unsent.into_inner().run();
+            }
+        }
+        // No thread could be started: launch from this one.
+        None => {
+            let _ = launch.run();
+        }
+    }
+}
+
+/// Prepares everything for the launch (pipes, arguments, environment): the parent's
+/// ends are returned at once, ready for a channel.
+pub fn prepare(spec: &Spec) -> Result<(Spawned, Launch), SpawnError> {
     let program = resolve_program(&spec.program)?;
     let os_error = |e: io::Error| SpawnError::Os(crate::sys::errno_name(&e));
-    let (status_read, status_write) = crate::sys::pipe().map_err(os_error)?;
+    let invalid = || SpawnError::Os("einval".to_string());
 
-    let mut command = Command::new(WRAPPER_SHELL);
-    command
-        .arg0(WRAPPER_NAME)
-        .arg("-c")
-        .arg(WRAPPER_SCRIPT)
-        .arg(WRAPPER_NAME);
-    if let Some(setpriv) = SETPRIV.iter().find(|path| is_executable(Path::new(path))) {
-        command.args([setpriv, "--pdeathsig", "KILL", "--"]);
-    }
-    command
-        .arg(&program)
-        .args(&spec.args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    match spec.stdio {
-        StdioMode::Piped => command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        StdioMode::Detached => command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
+    let setpriv = SETPRIV.iter().find(|path| is_executable(Path::new(path)));
+    let mut argv: Vec<&OsStr> = Vec::new();
+    let with_death_signal = |argv: &mut Vec<&OsStr>| {
+        if let Some(setpriv) = setpriv {
+            argv.extend([setpriv, "--pdeathsig", "KILL", "--"].map(OsStr::new));
+        }
     };
-    let status_fd = status_write.as_raw_fd();
-    let origin_pid = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (sigaction, setpgid, dup2, fcntl, close_range) on
-    // plain integers; it allocates nothing and takes no locks.
-    unsafe {
-        command.pre_exec(move || prepare_child(status_fd, origin_pid));
-    }
-    let mut child = command.spawn().map_err(os_error)?;
-    drop(status_write);
-    let stdin = child.stdin.take().map(OwnedFd::from);
-    let stdout = child.stdout.take().map(OwnedFd::from);
-    for pipe in stdin.iter().chain(stdout.iter()) {
-        crate::sys::enlarge_pipe(pipe.as_raw_fd());
-    }
-    Ok(Spawned {
-        pid: child.id(),
+    with_death_signal(&mut argv);
+    argv.extend([WRAPPER_SHELL, "-c", WRAPPER_SCRIPT, WRAPPER_NAME].map(OsStr::new));
+    with_death_signal(&mut argv);
+    argv.push(program.as_os_str());
+    argv.extend(spec.args.iter().map(OsString::as_os_str));
+    let argv = c_strings(argv.iter().map(|arg| arg.as_bytes().to_vec())).ok_or_else(invalid)?;
+    let envp = c_strings(
+        spec.env
+            .iter()
+            .map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat()),
+    )
+    .ok_or_else(invalid)?;
+
+    let (status_read, status_write) = crate::sys::pipe().map_err(os_error)?;
+    let mut actions = FileActions::new().map_err(os_error)?;
+    let mut child_ends = Vec::new();
+    let (stdin, stdout, stderr) = match spec.stdio {
+        StdioMode::Piped => {
+            let (stdin_read, stdin_write) = crate::sys::pipe().map_err(os_error)?;
+            let (stdout_read, stdout_write) = crate::sys::pipe().map_err(os_error)?;
+            let (stderr_read, stderr_write) = crate::sys::pipe().map_err(os_error)?;
+            actions.dup2(stdin_read.as_raw_fd(), 0).map_err(os_error)?;
+            actions
+                .dup2(stdout_write.as_raw_fd(), 1)
+                .map_err(os_error)?;
+            actions
+                .dup2(stderr_write.as_raw_fd(), 2)
+                .map_err(os_error)?;
+            crate::sys::enlarge_pipe(stdin_write.as_raw_fd());
+            crate::sys::enlarge_pipe(stdout_read.as_raw_fd());
+            child_ends.extend([stdin_read, stdout_write, stderr_write]);
+            (Some(stdin_write), Some(stdout_read), Some(stderr_read))
+        }
+        StdioMode::Detached => {
+            actions
+                .open(0, c"/dev/null", libc::O_RDONLY)
+                .map_err(os_error)?;
+            actions
+                .open(1, c"/dev/null", libc::O_WRONLY)
+                .map_err(os_error)?;
+            (None, None, None)
+        }
+    };
+    actions
+        .dup2(status_write.as_raw_fd(), STATUS_FD)
+        .map_err(os_error)?;
+    actions.close_from(STATUS_FD + 1).map_err(os_error)?;
+    let attributes = SpawnAttributes::new().map_err(os_error)?;
+    let pid = ProcessId::default();
+    let spawned = Spawned {
+        pid: pid.clone(),
         stdin,
         stdout,
-        stderr: child.stderr.take().map(OwnedFd::from),
+        stderr,
         status: ExitStatusReader {
             pipe: File::from(status_read),
             text: Vec::new(),
         },
-    })
-    // `child` is dropped without waiting: the kernel reaps it (the VM ignores SIGCHLD).
+    };
+    let launch = Launch {
+        argv,
+        envp,
+        actions,
+        attributes,
+        child_ends,
+        status_write,
+        pid,
+    };
+    Ok((spawned, launch))
 }
 
-/// Runs in the forked child: see the module documentation.
-fn prepare_child(status_fd: libc::c_int, origin_pid: libc::pid_t) -> io::Result<()> {
-    // SAFETY (whole function): async-signal-safe system calls on plain integers only.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != origin_pid {
-            // The origin died before the signal was armed.
-            libc::_exit(1);
-        }
-        for signal in 1..libc::SIGRTMIN() {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-        // Own process group: the peer and everything it starts can be signalled at once.
-        libc::setpgid(0, 0);
-        if status_fd == STATUS_FD {
-            let flags = libc::fcntl(STATUS_FD, libc::F_GETFD);
-            libc::fcntl(STATUS_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-        } else if libc::dup2(status_fd, STATUS_FD) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Close-on-exec rather than close: std's own exec-error pipe must stay usable.
-        let first = (STATUS_FD + 1) as libc::c_uint;
-        if libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        ) != 0
-        {
-            let mut limit = libc::sysconf(libc::_SC_OPEN_MAX);
-            if !(0..=1 << 20).contains(&limit) {
-                limit = 1 << 16;
-            }
-            for fd in first as libc::c_int..limit as libc::c_int {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
+fn c_strings(items: impl Iterator<Item = Vec<u8>>) -> Option<Vec<CString>> {
+    items.map(|item| CString::new(item).ok()).collect()
+}
+
+/// A NULL-terminated array of pointers into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr() as *mut libc::c_char)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// What the child does with its descriptors before exec.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        // SAFETY: the zeroed struct is initialised by posix_spawn_file_actions_init
+        // before any other use, and destroyed once in Drop.
+        unsafe {
+            let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+            check(libc::posix_spawn_file_actions_init(&mut actions))?;
+            Ok(FileActions(actions))
         }
     }
-    Ok(())
+
+    fn dup2(&mut self, from: RawFd, to: RawFd) -> io::Result<()> {
+        // SAFETY: self.0 was initialised in new(); descriptors are plain ints.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from, to) })
+    }
+
+    fn open(
+        &mut self,
+        fd: RawFd,
+        path: &'static std::ffi::CStr,
+        flags: libc::c_int,
+    ) -> io::Result<()> {
+        // SAFETY: self.0 was initialised; the path is a static NUL-terminated string.
+        check(unsafe {
+            libc::posix_spawn_file_actions_addopen(&mut self.0, fd, path.as_ptr(), flags, 0)
+        })
+    }
+
+    fn close_from(&mut self, first: RawFd) -> io::Result<()> {
+        // SAFETY: self.0 was initialised; closefrom takes a plain int.
+        check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut self.0, first) })
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new(), destroyed exactly once here.
+        unsafe {
+            libc::posix_spawn_file_actions_destroy(&mut self.0);
+        }
+    }
+}
+
+/// Default dispositions for every signal, an empty signal mask, a new process group.
+struct SpawnAttributes(libc::posix_spawnattr_t);
+
+impl SpawnAttributes {
+    fn new() -> io::Result<Self> {
+        // SAFETY: the zeroed structs are initialised (posix_spawnattr_init,
+        // sigfillset, sigemptyset) before use; the attributes are destroyed in Drop.
+        unsafe {
+            let mut attributes: libc::posix_spawnattr_t = std::mem::zeroed();
+            check(libc::posix_spawnattr_init(&mut attributes))?;
+            let mut spawned = SpawnAttributes(attributes);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigemptyset(&mut none);
+            check(libc::posix_spawnattr_setsigdefault(&mut spawned.0, &all))?;
+            check(libc::posix_spawnattr_setsigmask(&mut spawned.0, &none))?;
+            check(libc::posix_spawnattr_setpgroup(&mut spawned.0, 0))?;
+            let flags = libc::POSIX_SPAWN_SETSIGDEF
+                | libc::POSIX_SPAWN_SETSIGMASK
+                | libc::POSIX_SPAWN_SETPGROUP;
+            check(libc::posix_spawnattr_setflags(
+                &mut spawned.0,
+                flags as libc::c_short,
+            ))?;
+            Ok(spawned)
+        }
+    }
+}
+
+impl Drop for SpawnAttributes {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new(), destroyed exactly once here.
+        unsafe {
+            libc::posix_spawnattr_destroy(&mut self.0);
+        }
+    }
 }
 
 /// Kills (SIGKILL) the program and whatever it started in its process group, but not the
@@ -377,7 +597,7 @@ mod tests {
         while stdout.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
             grandchild.push(byte[0] as char);
         }
-        kill_group(child.pid);
+        kill_group(child.pid.get().expect("launched"));
         // The shell survives to report how its program ended.
         assert_eq!(child.status.wait(), Some(137));
         let gone = (0..100).any(|_| {

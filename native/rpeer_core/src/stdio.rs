@@ -200,6 +200,10 @@ impl Reader {
         }
         let last = match (&self.status, exit) {
             (None, _) => Event::Closed(Failure::Eof),
+            (Some(reader), Some((None, _))) => match reader.launch_failure() {
+                Some(errno) => Event::LaunchFailed(errno),
+                None => Event::ExitStatus(None),
+            },
             (Some(_), Some((status, _))) => Event::ExitStatus(status),
             (Some(_), None) => Event::ExitStatus(None),
         };

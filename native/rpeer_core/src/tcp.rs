@@ -11,6 +11,7 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::event::{Event, Failure, Sink};
+use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -132,11 +133,14 @@ impl<S: Sink> Connection<S> {
         let group = self
             .shared
             .peer_group
-            .load(std::sync::atomic::Ordering::Acquire);
-        group != 0
-            && stream
+            .lock()
+            .as_ref()
+            .and_then(ProcessId::get);
+        group.is_some_and(|group| {
+            stream
                 .local_addr()
                 .is_ok_and(|local| crate::owner::connection_from_group(local, remote, group))
+        })
     }
 
     fn start_writer(&self, stream: &TcpStream, frames: channel::Frames) -> io::Result<()> {
@@ -312,7 +316,7 @@ mod tests {
         let (channel, rx, port) =
             verified_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME, true);
         // The connecting socket is this test process's; expect some other group.
-        channel.expect_peer_group(u32::MAX - 1);
+        channel.expect_peer(ProcessId::from(u32::MAX - 1));
         let mut intruder = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let _ = intruder.write_all(&[0, 0, 0, 1, b'x']);
         assert!(matches!(next(&rx), Event::Rejected(addr) if addr.starts_with("127.0.0.1:")));
@@ -325,7 +329,7 @@ mod tests {
             0
         );
         // SAFETY: getpgrp() only returns this process's group id.
-        channel.expect_peer_group(unsafe { libc::getpgrp() } as u32);
+        channel.expect_peer(ProcessId::from(unsafe { libc::getpgrp() } as u32));
         let _peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
     }

@@ -10,6 +10,7 @@ rustler::atoms! {
     accepted,
     accept_failed,
     rejected,
+    launch_failed,
     closed,
     timeout,
     frame_too_large,

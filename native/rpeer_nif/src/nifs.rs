@@ -1,5 +1,6 @@
 //! The NIF functions: each decodes its arguments, calls rpeer_core, encodes the answer.
-//! Only `spawn` can take long (fork and exec): it runs on a dirty I/O scheduler.
+//! All of them are short: `spawn` prepares pipes and threads and leaves the launch (which
+//! waits for the child to exec) to rpeer_core's spawner threads.
 
 use crate::atoms;
 use crate::resource::ChannelResource;
@@ -19,7 +20,7 @@ use std::time::Duration;
 /// Starts `Exec Args` with exactly the environment `Env`; `Mode` is `standard_io`
 /// (pipes: the channel carries frames) or `detached` (the channel reports only the exit
 /// status). Events go to the caller as `{rpeer, Tag, Event}`.
-#[rustler::nif(schedule = "DirtyIo")]
+#[rustler::nif]
 fn spawn<'a>(
     env: Env<'a>,
     tag: Term<'a>,
@@ -44,8 +45,8 @@ fn spawn<'a>(
             .collect(),
         stdio,
     };
-    let spawned = match spawn::spawn(&spec) {
-        Ok(spawned) => spawned,
+    let (spawned, launch) = match spawn::prepare(&spec) {
+        Ok(prepared) => prepared,
         Err(SpawnError::Exec(errno, path)) => {
             let path = path.into_os_string().into_vec();
             let reason = (
@@ -61,7 +62,11 @@ fn spawn<'a>(
     };
     let sink = ProcessSink::new(env.pid(), tag);
     match stdio::start(spawned, sink) {
-        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel)).encode(env)),
+        Ok(channel) => {
+            // The channel sees the program's output, or why it could not be launched.
+            spawn::launch(launch);
+            Ok((atoms::ok(), owned_resource(env, channel)).encode(env))
+        }
         Err(e) => Ok(io_error(env, &e)),
     }
 }
@@ -119,8 +124,8 @@ fn expect_peer(
     channel: ResourceArc<ChannelResource>,
     peer: ResourceArc<ChannelResource>,
 ) -> NifResult<Atom> {
-    let pgid = peer.channel.os_pid().ok_or(Error::BadArg)?;
-    channel.channel.expect_peer_group(pgid);
+    let pid = peer.channel.process_id().ok_or(Error::BadArg)?;
+    channel.channel.expect_peer(pid);
     Ok(atoms::ok())
 }
 
