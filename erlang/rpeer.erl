@@ -450,6 +450,11 @@ channel_event(channel, {closed, Reason}, State) ->
 channel_event(channel, {exit_status, Status}, State) ->
     {down, {exit_status, Status}, State#peer_state{connection = undefined, launcher = undefined}};
 
+%% a channel thread of rpeer failed: the channel is gone
+channel_event(Source, {failed, Why}, State) when Source =/= unknown ->
+    logger:error("rpeer: a channel thread failed: ~ts", [Why]),
+    {down, {rpeer_channel_failed, Why}, State#peer_state{connection = undefined, launcher = undefined}};
+
 %% the peer's program could not be launched (spawn/5 returns before the launch)
 channel_event(Source, {launch_failed, Errno}, State) when Source =/= unknown ->
     {down, {launch_failed, Errno}, State#peer_state{connection = undefined, launcher = undefined}};

@@ -9,6 +9,7 @@
 %% <li>`{stderr, Binary}': text the peer wrote to stderr (same encoding);</li>
 %% <li>`{exit_status, Status | unknown}': the spawned program exited; last event of a
 %%     spawned channel;</li>
+%% <li>`{failed, Why}': a channel thread failed (a bug in rpeer); last event;</li>
 %% <li>`{launch_failed, Errno}': the program could not be started at all (it is
 %%     launched after spawn/5 returned); last event of a spawned channel;</li>
 %% <li>`accepted': the tcp peer connected;</li>

@@ -33,6 +33,8 @@ pub enum Event {
     Rejected(String),
     /// The tcp connection ended; nothing follows.
     Closed(Failure),
+    /// The channel's thread failed (a bug in rpeer: a panic); nothing follows.
+    Failed(String),
 }
 
 impl Event {
@@ -70,6 +72,20 @@ impl fmt::Display for Failure {
 /// which the channel stops delivering.
 pub trait Sink: Send + 'static {
     fn deliver(&mut self, event: Event) -> bool;
+}
+
+/// Runs a channel thread's body; if it panics, the owner is told (`Failed`) instead of
+/// waiting forever for an event that will never come.
+pub fn guarded<S: Sink>(sink: &mut S, body: impl FnOnce(&mut S)) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut *sink)));
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        sink.deliver(Event::Failed(what));
+    }
 }
 
 /// Credit-based flow control between a channel thread and its owner.
@@ -161,6 +177,32 @@ mod tests {
         assert!(!waiter.join().unwrap_or(true));
         flow.release(5);
         assert!(!flow.acquire());
+    }
+
+    struct Recorder(Vec<Event>);
+    impl Sink for Recorder {
+        fn deliver(&mut self, event: Event) -> bool {
+            self.0.push(event);
+            true
+        }
+    }
+
+    #[test]
+    fn a_panicking_channel_thread_tells_its_owner() {
+        let mut sink = Recorder(Vec::new());
+        guarded(&mut sink, |sink| {
+            sink.deliver(Event::Accepted);
+            panic!("decoder bug");
+        });
+        assert_eq!(
+            sink.0,
+            vec![Event::Accepted, Event::Failed("decoder bug".into())]
+        );
+        let mut quiet = Recorder(Vec::new());
+        guarded(&mut quiet, |sink| {
+            sink.deliver(Event::Accepted);
+        });
+        assert_eq!(quiet.0, vec![Event::Accepted]);
     }
 
     #[test]

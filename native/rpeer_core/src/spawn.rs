@@ -264,7 +264,9 @@ pub fn launch(launch: Launch) {
                     // These threads never exit: a child's parent-death signal is tied to
                     // the thread that spawned it.
                     while let Ok(launch) = launches.recv() {
-                        let _ = launch.run();
+                        // A panic must not take a spawner (and its children) down.
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| launch.run()));
                     }
                 })
                 .is_ok()

@@ -12,7 +12,7 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
-use crate::event::{Event, Failure, Sink};
+use crate::event::{self, Event, Failure, Sink};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
 use std::fs::File;
@@ -46,7 +46,10 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
-        .spawn(move || reader.run(sink))?;
+        .spawn(move || {
+            let mut sink = sink;
+            event::guarded(&mut sink, |sink| reader.run(sink));
+        })?;
     Ok(Channel::new(queue, shared, Some(spawned.pid)))
 }
 
@@ -65,7 +68,10 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
-        .spawn(move || reader.run(sink))?;
+        .spawn(move || {
+            let mut sink = sink;
+            event::guarded(&mut sink, |sink| reader.run(sink));
+        })?;
     Ok(Channel::new(Some(queue), shared, None))
 }
 
@@ -116,7 +122,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(mut self, mut sink: impl Sink) {
+    fn run(mut self, sink: &mut impl Sink) {
         let mut decoder = Decoder::new();
         let mut console = Utf8Assembler::new();
         let mut errors = Utf8Assembler::new();
@@ -166,18 +172,18 @@ impl Reader {
                     let ended = bytes.is_empty();
                     for event in wire.drain(..) {
                         match event {
-                            Wire::Frame(payload) => self.deliver(&mut sink, Event::Frame(payload)),
+                            Wire::Frame(payload) => self.deliver(sink, Event::Frame(payload)),
                             Wire::Console(text) => {
                                 let mut utf8 = Vec::with_capacity(text.len());
                                 console.push(&text, &mut utf8);
-                                self.deliver_text(&mut sink, Event::Console(utf8));
+                                self.deliver_text(sink, Event::Console(utf8));
                             }
                         }
                     }
                     if ended {
                         let mut utf8 = Vec::new();
                         console.flush(&mut utf8);
-                        self.deliver_text(&mut sink, Event::Console(utf8));
+                        self.deliver_text(sink, Event::Console(utf8));
                     }
                 }
             }
@@ -189,7 +195,7 @@ impl Reader {
                     } else {
                         errors.push(bytes, &mut utf8);
                     }
-                    self.deliver_text(&mut sink, Event::Stderr(utf8));
+                    self.deliver_text(sink, Event::Stderr(utf8));
                 }
             }
             if status_open && ready.next().is_some_and(|r| r.readable) {

@@ -10,7 +10,7 @@
 //! the accept timeout.
 
 use crate::channel::{self, Channel, Framing, Shared};
-use crate::event::{Event, Failure, Sink};
+use crate::event::{self, Event, Failure, Sink};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
 use std::io::{self, Read};
@@ -46,36 +46,39 @@ pub fn start(
     std::thread::Builder::new()
         .name("rpeer-tcp".into())
         .spawn(move || {
-            let mut conn = Connection {
-                shared: thread_shared,
-                sink,
-            };
-            let stream = match conn.accept(&listener, accept_timeout, verify_peer) {
-                Ok(stream) => stream,
-                Err(failure) => {
-                    conn.report(Event::AcceptFailed(failure));
-                    return;
-                }
-            };
-            drop(listener);
-            let failure = match conn.start_writer(&stream, frames) {
-                Ok(()) => {
-                    conn.report(Event::Accepted);
-                    conn.read_frames(stream, max_frame)
-                }
-                Err(e) => Failure::Io(sys::errno_name(&e)),
-            };
-            conn.report(Event::Closed(failure));
+            let mut sink = sink;
+            event::guarded(&mut sink, |sink| {
+                let mut conn = Connection {
+                    shared: thread_shared,
+                    sink,
+                };
+                let stream = match conn.accept(&listener, accept_timeout, verify_peer) {
+                    Ok(stream) => stream,
+                    Err(failure) => {
+                        conn.report(Event::AcceptFailed(failure));
+                        return;
+                    }
+                };
+                drop(listener);
+                let failure = match conn.start_writer(&stream, frames) {
+                    Ok(()) => {
+                        conn.report(Event::Accepted);
+                        conn.read_frames(stream, max_frame)
+                    }
+                    Err(e) => Failure::Io(sys::errno_name(&e)),
+                };
+                conn.report(Event::Closed(failure));
+            });
         })?;
     Ok(Channel::new(Some(queue), shared, None))
 }
 
-struct Connection<S: Sink> {
+struct Connection<'s, S: Sink> {
     shared: Arc<Shared>,
-    sink: S,
+    sink: &'s mut S,
 }
 
-impl<S: Sink> Connection<S> {
+impl<S: Sink> Connection<'_, S> {
     fn accept(
         &mut self,
         listener: &TcpListener,

@@ -11,6 +11,7 @@ rustler::atoms! {
     accept_failed,
     rejected,
     launch_failed,
+    failed,
     closed,
     timeout,
     frame_too_large,

@@ -61,6 +61,7 @@ fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
         }
         Event::Closed(failure) => (atoms::closed(), failure_term(env, failure)).encode(env),
         Event::Rejected(address) => (atoms::rejected(), address).encode(env),
+        Event::Failed(what) => (atoms::failed(), what).encode(env),
         Event::LaunchFailed(errno) => (atoms::launch_failed(), errno_atom(env, &errno)).encode(env),
     }
 }
