@@ -11,7 +11,10 @@
 //! VM), on a small pool of long-lived spawner threads ([`launch`]), so that the caller
 //! never waits for the child to exec (under load that takes tens of milliseconds): every signal disposition is reset to default (the VM ignores SIGCHLD, SIGPIPE and
 //! SIGFPE, and exec keeps ignored signals ignored), the signal mask is emptied, the shell
-//! leads a new process group, and every descriptor above the status pipe is closed (the
+//! leads a new session and process group (as open_port's programs do: with the kernel's
+//! autogroup scheduling, peers in the origin's session would share one CPU group, and 50
+//! peers booting at once took twice the CPU), and every descriptor above the status
+//! pipe is closed (the
 //! VM's own sockets and pipes are not close-on-exec), so peers never hold each other's
 //! channels. This needs glibc 2.34 or later (`posix_spawn_file_actions_addclosefrom_np`).
 //!
@@ -42,7 +45,7 @@ const WRAPPER_NAME: &str = "rpeer-wait";
 /// Written on the status pipe instead of a status when posix_spawn fails.
 const LAUNCH_FAILED: &str = "launch-failed ";
 /// Spawner threads: launches run in parallel up to this many.
-const SPAWNERS: usize = 4;
+const SPAWNERS: usize = 16;
 /// The shell's descriptor for the status pipe.
 const STATUS_FD: libc::c_int = 3;
 
@@ -438,7 +441,8 @@ impl Drop for FileActions {
     }
 }
 
-/// Default dispositions for every signal, an empty signal mask, a new process group.
+/// Default dispositions for every signal, an empty signal mask, a new session (so a new
+/// process group too).
 struct SpawnAttributes(libc::posix_spawnattr_t);
 
 impl SpawnAttributes {
@@ -455,10 +459,9 @@ impl SpawnAttributes {
             libc::sigemptyset(&mut none);
             check(libc::posix_spawnattr_setsigdefault(&mut spawned.0, &all))?;
             check(libc::posix_spawnattr_setsigmask(&mut spawned.0, &none))?;
-            check(libc::posix_spawnattr_setpgroup(&mut spawned.0, 0))?;
             let flags = libc::POSIX_SPAWN_SETSIGDEF
                 | libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETPGROUP;
+                | libc::POSIX_SPAWN_SETSID as libc::c_int;
             check(libc::posix_spawnattr_setflags(
                 &mut spawned.0,
                 flags as libc::c_short,
