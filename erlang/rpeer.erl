@@ -483,6 +483,10 @@ closed_reason(_Closed) ->
 %% cleanup/termination
 
 -spec terminate(Reason :: term(), state()) -> ok.
+terminate(Reason, #peer_state{notify = Notify} = State) when Notify =/= false ->
+    %% Whoever waited for the boot has given up (or was told): a boot that completes
+    %%  while the peer is being stopped is not reported.
+    terminate(Reason, State#peer_state{notify = false});
 terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node} = State) ->
     case {maps:get(shutdown, Options, {halt, ?DEFAULT_HALT_DISCONNECT_TIMEOUT}),
           maps:is_key(connection, Options)} of

@@ -218,7 +218,11 @@ pub(crate) fn spawn_writer(
     framing: Framing,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
-    sys::set_nonblocking(fd.as_raw_fd())?;
+    if framing == Framing::Nibbles {
+        // A pipe of our own: writes must not block. A socket stays blocking for its
+        // reader (the file description is shared); writes to it pass MSG_DONTWAIT.
+        sys::set_nonblocking(fd.as_raw_fd())?;
+    }
     *shared.out.lock() = Some(Out {
         fd,
         framing,
@@ -330,13 +334,19 @@ impl Out {
         let mut written = 0;
         while written < bytes.len() {
             let rest = &bytes[written..];
+            let (fd, data, len) = (
+                self.fd.as_raw_fd(),
+                rest.as_ptr() as *const libc::c_void,
+                rest.len(),
+            );
             // SAFETY: writes from a valid slice to a descriptor this channel owns.
             let n = unsafe {
-                libc::write(
-                    self.fd.as_raw_fd(),
-                    rest.as_ptr() as *const libc::c_void,
-                    rest.len(),
-                )
+                match self.framing {
+                    Framing::Nibbles => libc::write(fd, data, len),
+                    Framing::LengthPrefixed => {
+                        libc::send(fd, data, len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    }
+                }
             };
             if n >= 0 {
                 written += n as usize;

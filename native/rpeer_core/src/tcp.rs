@@ -19,6 +19,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Bytes read from the socket at a time: small frames come in one read with their header.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Largest frame payload accepted from the peer.
 pub const DEFAULT_MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
 const HEADER_LEN: usize = 4;
@@ -157,11 +160,10 @@ impl<S: Sink> Connection<'_, S> {
     }
 
     /// Reads frames until the connection ends; returns why it ended.
+    /// Reads frames until the connection ends (the socket is blocking; an abort shuts
+    /// it down from the writer's side).
     fn read_frames(&mut self, stream: TcpStream, max_frame: usize) -> Failure {
-        let mut reader = Nonblocking {
-            stream,
-            shared: &self.shared,
-        };
+        let mut reader = io::BufReader::with_capacity(READ_BUFFER, &stream);
         loop {
             let mut header = [0u8; HEADER_LEN];
             if let Err(e) = reader.read_exact(&mut header) {
@@ -172,13 +174,16 @@ impl<S: Sink> Connection<'_, S> {
                 // SAFETY: shutdown() of the socket this thread reads; the writer's clone
                 // sees the same end.
                 unsafe {
-                    libc::shutdown(reader.stream.as_raw_fd(), libc::SHUT_RDWR);
+                    libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR);
                 }
                 return Failure::FrameTooLarge(len);
             }
-            let mut payload = vec![0u8; len];
-            if let Err(e) = reader.read_exact(&mut payload) {
-                return failure_of(e);
+            // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+            let mut payload = Vec::with_capacity(len);
+            match (&mut reader).take(len as u64).read_to_end(&mut payload) {
+                Ok(n) if n == len => {}
+                Ok(_) => return Failure::Eof,
+                Err(e) => return failure_of(e),
             }
             if !self.shared.flow.acquire() || !self.sink.deliver(Event::Frame(payload)) {
                 return Failure::Eof;
@@ -198,35 +203,6 @@ fn failure_of(e: io::Error) -> Failure {
         Failure::Eof
     } else {
         Failure::Io(sys::errno_name(&e))
-    }
-}
-
-/// The writer puts the shared socket in non-blocking mode: reads wait with poll.
-struct Nonblocking<'a> {
-    stream: TcpStream,
-    shared: &'a Shared,
-}
-
-impl Read for Nonblocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.shared.is_aborted() {
-                        return Ok(0);
-                    }
-                    sys::poll(
-                        &[
-                            (self.stream.as_raw_fd(), Interest::Read),
-                            (self.shared.aborted.fd(), Interest::Read),
-                        ],
-                        None,
-                    )?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
     }
 }
 
