@@ -459,8 +459,11 @@ channel_event(Source, {failed, Why}, State) when Source =/= unknown ->
 channel_event(Source, {launch_failed, Errno}, State) when Source =/= unknown ->
     {down, {launch_failed, Errno}, State#peer_state{connection = undefined, launcher = undefined}};
 
-%% the OS process of a dist or tcp peer exited while booting: the boot failed
-channel_event(launcher, {exit_status, Status}, #peer_state{launcher = {_, _, true}, peer_state = booting} = State) ->
+%% the OS process of a dist or tcp peer exited with an error while booting: the boot
+%%  failed (status 0 is a wrapper that put the node in the background, like run_erl or
+%%  `-detached' in args: the node may still connect)
+channel_event(launcher, {exit_status, Status}, #peer_state{launcher = {_, _, true}, peer_state = booting} = State)
+  when Status =/= 0 ->
     {down, {exit_status, Status}, State#peer_state{launcher = undefined}};
 
 %% the OS process of a running dist or tcp peer exited (nodedown or tcp_closed tell
