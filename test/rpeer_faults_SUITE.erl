@@ -15,7 +15,8 @@
     tcp_peer_closes_mid_frame/0, tcp_peer_closes_mid_frame/1,
     corrupt_tcp_frame_is_ignored/0, corrupt_tcp_frame_is_ignored/1,
     rounds_of_concurrent_tcp_peers/0, rounds_of_concurrent_tcp_peers/1,
-    self_detaching_peer_still_boots/0, self_detaching_peer_still_boots/1
+    self_detaching_peer_still_boots/0, self_detaching_peer_still_boots/1,
+    address_in_use_is_a_clear_error/0, address_in_use_is_a_clear_error/1
 ]).
 
 %% Run on the peers.
@@ -27,7 +28,7 @@ suite() ->
 all() ->
     [standard_io_peer_exits_mid_frame, tcp_peer_closes_mid_frame,
      corrupt_tcp_frame_is_ignored, rounds_of_concurrent_tcp_peers,
-     self_detaching_peer_still_boots].
+     self_detaching_peer_still_boots, address_in_use_is_a_clear_error].
 
 with_test_code(Peer) ->
     true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]).
@@ -141,3 +142,14 @@ self_detaching_peer_still_boots(Config) when is_list(Config) ->
     ?assertEqual(Node, erpc:call(Node, erlang, node, [])),
     ?assertEqual(running, rpeer:get_state(Peer)),
     rpeer:stop(Peer).
+
+address_in_use_is_a_clear_error() ->
+    [{doc, "A tcp port in use fails the start with {error, {eaddrinuse, {listen, Ip, Port}}} "
+      "and nothing is spawned"}].
+
+address_in_use_is_a_clear_error(Config) when is_list(Config) ->
+    {ok, Busy} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}, {reuseaddr, true}]),
+    {ok, Port} = inet:port(Busy),
+    ?assertEqual({error, {eaddrinuse, {listen, {127, 0, 0, 1}, Port}}},
+                 rpeer:start(#{connection => {{127, 0, 0, 1}, Port}})),
+    gen_tcp:close(Busy).
