@@ -88,6 +88,17 @@ pub fn guarded<S: Sink>(sink: &mut S, body: impl FnOnce(&mut S)) {
     }
 }
 
+/// A sink for tests: events go to a crossbeam channel.
+#[cfg(test)]
+pub(crate) struct TestSink(pub(crate) crossbeam_channel::Sender<Event>);
+
+#[cfg(test)]
+impl Sink for TestSink {
+    fn deliver(&mut self, event: Event) -> bool {
+        self.0.send(event).is_ok()
+    }
+}
+
 /// Credit-based flow control between a channel thread and its owner.
 pub struct Flow {
     state: Mutex<FlowState>,

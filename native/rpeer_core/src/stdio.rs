@@ -240,15 +240,9 @@ impl Reader {
 mod tests {
     use super::*;
     use crate::codec;
+    use crate::event::TestSink;
     use crate::spawn::{spawn, Spec, StdioMode};
-    use crossbeam_channel::{unbounded, Receiver, Sender};
-
-    struct TestSink(Sender<Event>);
-    impl Sink for TestSink {
-        fn deliver(&mut self, event: Event) -> bool {
-            self.0.send(event).is_ok()
-        }
-    }
+    use crossbeam_channel::{unbounded, Receiver};
 
     fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Receiver<Event>) {
         let spec = Spec {

@@ -209,15 +209,9 @@ fn failure_of(e: io::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::{unbounded, Receiver, Sender};
+    use crate::event::TestSink;
+    use crossbeam_channel::{unbounded, Receiver};
     use std::io::Write;
-
-    struct TestSink(Sender<Event>);
-    impl Sink for TestSink {
-        fn deliver(&mut self, event: Event) -> bool {
-            self.0.send(event).is_ok()
-        }
-    }
 
     fn loopback_channel(timeout: Duration, max_frame: usize) -> (Channel, Receiver<Event>, u16) {
         verified_channel(timeout, max_frame, false)
