@@ -86,8 +86,28 @@ run(Cfg = #{sections := Sections}) ->
     Text = [header(Cfg, Started, Load0, Load1), "\n", Table, "\n", Notes],
     io:put_chars(["\n", Table, "\n", Notes]),
     Out = maps:get(out, Cfg),
-    ok = file:write_file(Out, Text),
+    ok = write_results(Out, Text),
     progress("written to ~s", [Out]).
+
+%% The generated part sits between two markers; whatever else the file holds (sections
+%% others added below it) is kept. A file without the markers keeps its old content
+%% after the new part.
+-define(BEGIN_MARK, <<"<!-- rpeer_bench: begin of the generated part (bench/run replaces it) -->\n">>).
+-define(END_MARK, <<"<!-- rpeer_bench: end of the generated part -->\n">>).
+
+write_results(Out, Text) ->
+    New = [?BEGIN_MARK, Text, "\n", ?END_MARK],
+    case file:read_file(Out) of
+        {ok, Old} ->
+            case {binary:split(Old, ?BEGIN_MARK), binary:split(Old, ?END_MARK)} of
+                {[Before, _], [_, After]} ->
+                    file:write_file(Out, [Before, New, After]);
+                _ ->
+                    file:write_file(Out, [New, "\n", Old])
+            end;
+        {error, enoent} ->
+            file:write_file(Out, New)
+    end.
 
 section(boot, Cfg) -> boot(Cfg);
 section(latency, Cfg) -> latency(Cfg);
@@ -268,6 +288,7 @@ tput_once(Impl, Mode, Size, Dir, Bin, Block, {Ps, PerImpl, Wins, Cs}) ->
             case Res of
                 ok ->
                     Rate = Bytes / 1.0e6 / ((T1 - T0) / 1.0e6),
+                    progress("  ~p ~p ~b MiB ~p: ~s MB/s", [Impl, Mode, Size, Dir, num(Rate)]),
                     Prev = case maps:get(Impl, PerImpl, []) of
                                {failed, _} = F -> F;
                                L -> [Rate | L]
