@@ -876,7 +876,7 @@ boot_complete(Node, Result, #peer_state{notify = {ReplyTo, Tag}} = State) ->
 %%  {ok, Channel, {ListenAddresses, Port}}; dist and standard_io: {ok, undefined, undefined}.
 %%  With `Port' alone, a local peer (no exec wrapper) is offered, and listened for on,
 %%  loopback only; a peer started through a wrapper, maybe elsewhere, every local
-%%  address, loopback first, as peer does. `{Ip, Port}' listens where it says.
+%%  IPv4 address, loopback first, as peer does. `{Ip, Port}' listens where it says.
 maybe_listen(Tag, #{connection := Port} = Options) when is_integer(Port) ->
     case local_exec(Options) of
         true ->
@@ -890,11 +890,23 @@ maybe_listen(_Tag, _Options) ->
     {ok, undefined, undefined}.
 
 listen(Tag, Ip, Port, Offered, Options) ->
-    case rpeer_nif:listen(Tag, Ip, Port, ?ACCEPT_TIMEOUT, ?MAX_FRAME, verifies_peer(Options)) of
+    Timeouts = {?ACCEPT_TIMEOUT, dead_link_timeout()},
+    case rpeer_nif:listen(Tag, Ip, Port, Timeouts, ?MAX_FRAME, verifies_peer(Options)) of
         {ok, Channel, WaitPort} ->
             {ok, Channel, {Offered, WaitPort}};
         {error, Reason} ->
             {error, {Reason, {listen, Ip, Port}}}
+    end.
+
+%% A tcp control connection whose link dies silently (a cable pulled, a host gone) is
+%%  closed after the origin's net_ticktime without an answer from the peer's host, as
+%%  a distribution connection would be: keepalive probes and TCP_USER_TIMEOUT. The
+%%  peer is then down with tcp_closed. Milliseconds.
+dead_link_timeout() ->
+    case net_kernel:get_net_ticktime() of
+        Seconds when is_integer(Seconds) -> Seconds * 1000;
+        {ongoing_change_to, Seconds} -> Seconds * 1000;
+        ignored -> 60000
     end.
 
 %% A tcp connection is taken only from the peer's own OS process (its process group)
@@ -906,20 +918,22 @@ verifies_peer(Options) ->
 local_exec(Options) ->
     not is_tuple(maps:get(exec, Options, default)).
 
-%% Addresses of all local interfaces that are up: loopback first, as peer does.
+%% IPv4 addresses of all local interfaces that are up: loopback first, as peer does.
+%%  Only IPv4: the listener is 0.0.0.0, and OTP's peer side (loop_connect/2) crashes
+%%  with badarg on an IPv6 address instead of trying the next one, so the ::1 that peer
+%%  offers second ends every remote peer whose own 127.0.0.1 refused.
 local_addresses() ->
     {ok, Ifs} = inet:getifaddrs(),
     LocalUp = lists:append(
                 [proplists:get_all_values(addr, Opts)
                  || {_, Opts} <- Ifs, lists:member(up, proplists:get_value(flags, Opts, []))]),
-    prefer_localhost([Valid || Valid <- LocalUp, is_list(inet:ntoa(Valid))], [], []).
+    prefer_localhost([Valid || Valid <- LocalUp, tuple_size(Valid) =:= 4,
+                               is_list(inet:ntoa(Valid))], [], []).
 
-%% prefer localhost, IPv6 localhost, then everything else
+%% prefer localhost, then everything else
 prefer_localhost([], Preferred, Other) ->
     Preferred ++ Other;
 prefer_localhost([{127, _, _, _} = Local | Tail], Preferred, Other) ->
-    prefer_localhost(Tail, [Local | Preferred], Other);
-prefer_localhost([{0, 0, 0, 0, 0, 0, 0, 1} = Local | Tail], Preferred, Other) ->
     prefer_localhost(Tail, [Local | Preferred], Other);
 prefer_localhost([Local | Tail], Preferred, Other) ->
     prefer_localhost(Tail, Preferred, [Local | Other]).

@@ -52,13 +52,16 @@ spawn(_Tag, _Exec, _Args, _Env, _Mode) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Listens on `Ip:Port' (SO_REUSEADDR) and accepts one connection within
-%% `AcceptTimeout' milliseconds. Frames longer than `MaxFrame' end the connection. With
+%% `AcceptTimeout' milliseconds. A connection whose other end leaves data or keepalive
+%% probes unanswered for `DeadLink' milliseconds (0: never) is closed with
+%% `{closed, etimedout}'. Frames longer than `MaxFrame' end the connection. With
 %% `Verify', only a connection from the peer's process group (see {@link expect_peer/2})
 %% is accepted; others are closed unread and reported as `{rejected, Address}'.
--spec listen(Tag :: term(), inet:ip_address(), inet:port_number(), AcceptTimeout :: non_neg_integer(),
+-spec listen(Tag :: term(), inet:ip_address(), inet:port_number(),
+             {AcceptTimeout :: non_neg_integer(), DeadLink :: non_neg_integer()},
              MaxFrame :: non_neg_integer(), Verify :: boolean()) ->
           {ok, channel(), inet:port_number()} | {error, atom()}.
-listen(_Tag, _Ip, _Port, _AcceptTimeout, _MaxFrame, _Verify) ->
+listen(_Tag, _Ip, _Port, _Timeouts, _MaxFrame, _Verify) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc A verifying tcp channel accepts only a connection from a process of the process

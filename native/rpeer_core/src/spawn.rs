@@ -36,7 +36,11 @@ use std::sync::{Arc, OnceLock};
 
 /// The shell that waits for the program; `$1..` are the program and its arguments.
 const WRAPPER_SHELL: &str = "/bin/sh";
-const WRAPPER_SCRIPT: &str = "\"$@\" 3>&-; echo $? >&3";
+/// The shell's own stderr goes to /dev/null (it would print "Killed" when the program
+/// dies of a signal); the program, exec'd from a subshell, gets the original stderr
+/// (kept as fd 4). A redirection on the command itself would still be in place while
+/// the shell reports the signal.
+const WRAPPER_SCRIPT: &str = "exec 4>&2 2>/dev/null; (exec \"$@\" 2>&4 4>&- 3>&-); echo $? >&3";
 /// Sets the parent-death signal of the program it runs (util-linux).
 const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
 
@@ -557,8 +561,10 @@ mod tests {
 
     #[test]
     fn killed_program_reports_128_plus_signal() {
-        let child = sh("kill -9 $$", StdioMode::Detached);
+        let mut child = sh("echo before >&2; kill -9 $$", StdioMode::Piped);
         assert_eq!(child.status.wait(), Some(137));
+        // Only what the program wrote: not the waiting shell's "Killed".
+        assert_eq!(read_all(child.stderr.take()), "before\n");
     }
 
     #[test]

@@ -153,6 +153,48 @@ pub fn enlarge_pipe(fd: RawFd) {
     }
 }
 
+/// Makes a connected tcp socket notice a dead link within about `timeout`: keepalive
+/// probes start after a quarter of it without traffic, and the connection is aborted
+/// (ETIMEDOUT) once sent data or probes stay unanswered for `timeout` (TCP_USER_TIMEOUT).
+/// A busy or stopped peer still answers: its kernel sends the acknowledgements.
+pub fn detect_dead_link(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let quarter_secs = (timeout.as_secs() / 4).clamp(1, i32::MAX as u64) as libc::c_int;
+    let user_timeout_ms = timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, quarter_secs)?;
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, quarter_secs)?;
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4)?;
+    set_int_option(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        user_timeout_ms as libc::c_int,
+    )
+}
+
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -222,6 +264,42 @@ mod tests {
         )
         .expect("poll");
         assert!(!ready[0].readable);
+    }
+
+    fn int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a live local.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt {name}");
+        value
+    }
+
+    #[test]
+    fn dead_link_detection_sets_keepalive_and_user_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let fd = client.as_raw_fd();
+        detect_dead_link(fd, Duration::from_secs(8)).expect("set options");
+        assert_eq!(int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 2);
+        assert_eq!(int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 2);
+        assert_eq!(
+            int_option(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+            8000
+        );
+        // Under four seconds, probes still wait one second: never zero (EINVAL).
+        detect_dead_link(fd, Duration::from_millis(1500)).expect("set options");
+        assert_eq!(int_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 1);
     }
 
     #[test]

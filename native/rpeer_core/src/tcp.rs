@@ -34,12 +34,23 @@ pub fn listen(addr: SocketAddr) -> io::Result<(TcpListener, u16)> {
     Ok((listener, port))
 }
 
+/// Bounds of a tcp channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long to wait for the peer to connect.
+    pub accept_timeout: Duration,
+    /// Largest frame payload accepted from the peer.
+    pub max_frame: usize,
+    /// How long the peer's host may leave data or keepalive probes unanswered before the
+    /// connection is taken as closed (a link that died silently); `None`: never.
+    pub dead_link: Option<Duration>,
+}
+
 /// Starts accepting the peer's connection; events go to `sink`: `Accepted` then frames
 /// and finally `Closed`, or `AcceptFailed`.
 pub fn start(
     listener: TcpListener,
-    accept_timeout: Duration,
-    max_frame: usize,
+    limits: Limits,
     verify_peer: bool,
     sink: impl Sink,
 ) -> io::Result<Channel> {
@@ -55,7 +66,7 @@ pub fn start(
                     shared: thread_shared,
                     sink,
                 };
-                let stream = match conn.accept(&listener, accept_timeout, verify_peer) {
+                let stream = match conn.accept(&listener, limits.accept_timeout, verify_peer) {
                     Ok(stream) => stream,
                     Err(failure) => {
                         conn.report(Event::AcceptFailed(failure));
@@ -63,10 +74,14 @@ pub fn start(
                     }
                 };
                 drop(listener);
-                let failure = match conn.start_writer(&stream, frames) {
+                let ready = limits
+                    .dead_link
+                    .map_or(Ok(()), |t| sys::detect_dead_link(stream.as_raw_fd(), t))
+                    .and_then(|()| conn.start_writer(&stream, frames));
+                let failure = match ready {
                     Ok(()) => {
                         conn.report(Event::Accepted);
-                        conn.read_frames(stream, max_frame)
+                        conn.read_frames(stream, limits.max_frame)
                     }
                     Err(e) => Failure::Io(sys::errno_name(&e)),
                 };
@@ -159,7 +174,6 @@ impl<S: Sink> Connection<'_, S> {
         )
     }
 
-    /// Reads frames until the connection ends; returns why it ended.
     /// Reads frames until the connection ends (the socket is blocking; an abort shuts
     /// it down from the writer's side).
     fn read_frames(&mut self, stream: TcpStream, max_frame: usize) -> Failure {
@@ -218,13 +232,18 @@ mod tests {
     }
 
     fn verified_channel(
-        timeout: Duration,
+        accept_timeout: Duration,
         max_frame: usize,
         verify: bool,
     ) -> (Channel, Receiver<Event>, u16) {
+        let limits = Limits {
+            accept_timeout,
+            max_frame,
+            dead_link: Some(Duration::from_secs(8)),
+        };
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
         let (tx, rx) = unbounded();
-        let channel = start(listener, timeout, max_frame, verify, TestSink(tx)).expect("start");
+        let channel = start(listener, limits, verify, TestSink(tx)).expect("start");
         (channel, rx, port)
     }
 

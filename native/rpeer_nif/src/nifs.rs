@@ -72,7 +72,8 @@ fn spawn<'a>(
 }
 
 /// Listens on `Ip:Port` and accepts one peer connection within `AcceptTimeout` ms; with
-/// `Verify`, only one from the process group given by `expect_peer/2`.
+/// `Verify`, only one from the process group given by `expect_peer/2`. A connection left
+/// unanswered for `DeadLink` ms (0: never) is closed.
 /// Returns `{ok, Channel, BoundPort}`; events go to the caller as `{rpeer, Tag, Event}`.
 #[rustler::nif]
 fn listen<'a>(
@@ -80,7 +81,7 @@ fn listen<'a>(
     tag: Term<'a>,
     ip: Term<'a>,
     port: u16,
-    accept_timeout: u64,
+    (accept_timeout, dead_link): (u64, u64),
     max_frame: usize,
     verify: bool,
 ) -> NifResult<Term<'a>> {
@@ -90,13 +91,12 @@ fn listen<'a>(
         Err(e) => return Ok(io_error(env, &e)),
     };
     let sink = ProcessSink::new(env.pid(), tag);
-    match tcp::start(
-        listener,
-        Duration::from_millis(accept_timeout),
+    let limits = tcp::Limits {
+        accept_timeout: Duration::from_millis(accept_timeout),
         max_frame,
-        verify,
-        sink,
-    ) {
+        dead_link: (dead_link > 0).then(|| Duration::from_millis(dead_link)),
+    };
+    match tcp::start(listener, limits, verify, sink) {
         Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel), bound).encode(env)),
         Err(e) => Ok(io_error(env, &e)),
     }
