@@ -32,6 +32,9 @@
 -spec start() -> pid().
 start() ->
     Handler = proc_lib:spawn(?MODULE, init, []),
+    %% registered here, not by the handler: user_sup looks for `user' as soon as this
+    %%  returns and, when it is not there yet, sleeps 100 ms before it looks again
+    true = register(user, Handler),
     _ = proc_lib:spawn(?MODULE, watch, [Handler]),
     Handler.
 
@@ -51,7 +54,6 @@ init() ->
         process_flag(trap_exit, true),
         Tag = make_ref(),
         {ok, Channel} = rpeer_nif:attach_stdio(Tag),
-        true = register(user, self()),
         true = group_leader(self(), self()),
         State = #agent{tag = Tag, channel = Channel},
         _ = init:notify_when_started(self()) =:= started andalso to_origin({started, node()}, State),

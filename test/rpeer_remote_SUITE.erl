@@ -386,40 +386,36 @@ start_sshd(Config) ->
             "StrictModes no\n"]),
     %% sshd wants its privilege separation directory (Debian makes it at boot)
     _ = file:make_dir("/run/sshd"),
-    Sshd = open_port({spawn_executable, find_program("sshd")},
-                     [{args, ["-D", "-e", "-f", SshdConfig]}, exit_status, stderr_to_stdout,
-                      binary]),
-    {os_pid, SshdPid} = erlang:port_info(Sshd, os_pid),
-    case wait_listening(Sshd, Port, 100) of
-        ok ->
-            [{ssh_port, Port}, {ssh_key, ClientKey}, {sshd, Sshd},
-             {sshd_os_pid, integer_to_list(SshdPid)} | Config];
-        {error, Why} ->
-            _ = run("/bin/kill", ["-KILL", integer_to_list(SshdPid)]),
-            {skip, lists:flatten(io_lib:format("sshd did not start: ~tp", [Why]))}
+    %% sshd binds its port before it puts itself in the background: it is listening
+    %%  when this returns, and its pid is in PidFile
+    Log = filename:join(Dir, "sshd.log"),
+    case run(find_program("sshd"), ["-f", SshdConfig, "-E", Log]) of
+        {0, _} ->
+            {ok, Pid} = file:read_file(filename:join(Dir, "sshd.pid")),
+            [{ssh_port, Port}, {ssh_key, ClientKey},
+             {sshd_os_pid, string:trim(binary_to_list(Pid))} | Config];
+        {Status, Output} ->
+            {skip, lists:flatten(io_lib:format("sshd did not start (exit status ~b): ~ts ~ts",
+                                               [Status, Output, read_log(Log)]))}
     end.
 
-wait_listening(Sshd, _Port, 0) ->
-    {error, {not_listening, drain(Sshd)}};
-wait_listening(Sshd, Port, Tries) ->
-    receive
-        {Sshd, {exit_status, Status}} -> {error, {exit_status, Status, drain(Sshd)}}
-    after 0 ->
-            case gen_tcp:connect({127, 0, 0, 1}, Port, [], 1000) of
-                {ok, Socket} -> gen_tcp:close(Socket);
-                {error, _} -> timer:sleep(50), wait_listening(Sshd, Port, Tries - 1)
-            end
+read_log(File) ->
+    case file:read_file(File) of
+        {ok, Text} -> Text;
+        {error, _} -> <<>>
     end.
 
-drain(Port) ->
-    receive {Port, {data, Data}} -> [Data | drain(Port)] after 0 -> [] end.
-
+%% sshd and what is left of its sessions (a remote peer still running).
 stop_sshd(Config) ->
-    _ = run("/bin/kill", ["-TERM", ?config(sshd_os_pid, Config)]),
-    Sshd = ?config(sshd, Config),
-    receive {Sshd, {exit_status, _}} -> ok after 5000 -> ok end,
-    catch port_close(Sshd),
+    SshdPid = ?config(sshd_os_pid, Config),
+    Sessions = [Pid || Pid <- all_os_pids(), lists:member(SshdPid, ancestors(Pid))],
+    [_ = run("/bin/kill", ["-KILL", Pid]) || Pid <- [SshdPid | Sessions]],
+    [rpeer_test_lib:wait_os_pid_gone(Pid, 5000) || Pid <- [SshdPid | Sessions]],
     ok.
+
+all_os_pids() ->
+    {ok, Names} = file:list_dir("/proc"),
+    [Name || Name <- Names, lists:all(fun (C) -> C >= $0 andalso C =< $9 end, Name)].
 
 through_ssh(Config, RemoteErl) ->
     {find_program("ssh"),
