@@ -304,9 +304,8 @@ impl Out {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let result = match self.framing {
-            Framing::LengthPrefixed => self
-                .write_all(&size.to_be_bytes(), shared)
-                .and_then(|()| frame.with_bytes(&mut |bytes| self.write_all(bytes, shared))),
+            Framing::LengthPrefixed => frame
+                .with_bytes(&mut |bytes| self.write_prefixed(&size.to_be_bytes(), bytes, shared)),
             Framing::Nibbles => {
                 let mut encoder = FrameEncoder::new(frame.len(), &mut buf);
                 frame
@@ -360,6 +359,42 @@ impl Out {
             }
         }
         Ok(written)
+    }
+
+    /// Writes a length prefix and its payload, the two in one segment when they fit
+    /// (a prefix sent alone is a packet of its own, with TCP_NODELAY).
+    fn write_prefixed(&self, header: &[u8], body: &[u8], shared: &Shared) -> io::Result<()> {
+        let iov = [header, body].map(|part| libc::iovec {
+            iov_base: part.as_ptr() as *mut libc::c_void,
+            iov_len: part.len(),
+        });
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: sendmsg only reads the two slices the iovecs point to, which outlive it.
+        let sent = unsafe {
+            libc::sendmsg(
+                self.fd.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        let sent = if sent >= 0 {
+            sent as usize
+        } else {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => 0,
+                _ => return Err(err),
+            }
+        };
+        if sent < header.len() {
+            self.write_all(&header[sent..], shared)?;
+            self.write_all(body, shared)
+        } else {
+            self.write_all(&body[sent - header.len()..], shared)
+        }
     }
 
     /// Writes everything, waiting for the peer to read; gives up when the channel is
