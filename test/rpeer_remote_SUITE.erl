@@ -357,8 +357,8 @@ ssh_unavailable() ->
         Missing -> "no ssh programs (Debian: " ++ lists:join(", ", lists:usort(Missing)) ++ ")"
     end.
 
-%% sshd -D on a free loopback port with its own host key, config and authorized key;
-%%  only the key made here logs in.
+%% sshd on a free loopback port with its own host key, config and authorized key; only
+%%  the key made here logs in.
 start_sshd(Config) ->
     Dir = filename:join(?config(priv_dir, Config), "sshd"),
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
@@ -371,12 +371,13 @@ start_sshd(Config) ->
     ok = file:write_file(Authorized, Public),
     Port = free_port(),
     SshdConfig = filename:join(Dir, "sshd_config"),
+    PidFile = filename:join(Dir, "sshd.pid"),
     ok = file:write_file(
            SshdConfig,
            ["Port ", integer_to_list(Port), "\n"
             "ListenAddress 127.0.0.1\n"
             "HostKey ", HostKey, "\n"
-            "PidFile ", filename:join(Dir, "sshd.pid"), "\n"
+            "PidFile ", PidFile, "\n"
             "AuthorizedKeysFile ", Authorized, "\n"
             "PubkeyAuthentication yes\n"
             "PasswordAuthentication no\n"
@@ -386,17 +387,25 @@ start_sshd(Config) ->
             "StrictModes no\n"]),
     %% sshd wants its privilege separation directory (Debian makes it at boot)
     _ = file:make_dir("/run/sshd"),
-    %% sshd binds its port before it puts itself in the background: it is listening
-    %%  when this returns, and its pid is in PidFile
+    %% sshd puts itself in the background, then listens, then writes its pid file
     Log = filename:join(Dir, "sshd.log"),
-    case run(find_program("sshd"), ["-f", SshdConfig, "-E", Log]) of
-        {0, _} ->
-            {ok, Pid} = file:read_file(filename:join(Dir, "sshd.pid")),
+    Started = case run(find_program("sshd"), ["-f", SshdConfig, "-E", Log]) of
+                  {0, _} ->
+                      try rpeer_test_lib:wait_until(
+                            fun () -> filelib:file_size(PidFile) > 0 end, 10000)
+                      catch error:wait_until_timeout -> no_pid_file
+                      end;
+                  {Status, Output} ->
+                      {exit_status, Status, Output}
+              end,
+    case Started of
+        ok ->
+            {ok, Pid} = file:read_file(PidFile),
             [{ssh_port, Port}, {ssh_key, ClientKey},
              {sshd_os_pid, string:trim(binary_to_list(Pid))} | Config];
-        {Status, Output} ->
-            {skip, lists:flatten(io_lib:format("sshd did not start (exit status ~b): ~ts ~ts",
-                                               [Status, Output, read_log(Log)]))}
+        Failed ->
+            {skip, lists:flatten(io_lib:format("sshd did not start: ~tp~n~ts",
+                                               [Failed, read_log(Log)]))}
     end.
 
 read_log(File) ->

@@ -26,6 +26,10 @@ use std::sync::Arc;
 const WRITE_CHUNK: usize = 256 * 1024;
 /// Largest payload the caller writes itself (encoding it takes a few microseconds).
 const INLINE_MAX: usize = 16 * 1024;
+/// Largest length-prefixed payload the caller writes itself: nothing to encode, the
+/// socket copies it in a fraction of a millisecond, and what it does not take at once
+/// is left to the writer thread.
+const INLINE_PREFIXED_MAX: usize = 1024 * 1024;
 
 /// A frame payload to send. Implemented by the NIF for Erlang binaries it keeps alive
 /// without copying them, and by `Vec<u8>`.
@@ -65,6 +69,12 @@ pub(crate) enum Item {
     Frame(Box<dyn Outgoing>),
     /// The rest of a frame the caller started writing itself.
     Encoded(Vec<u8>),
+    /// A length-prefixed frame of which the caller wrote the first `sent` bytes (the
+    /// prefix included).
+    Rest {
+        frame: Box<dyn Outgoing>,
+        sent: usize,
+    },
 }
 
 /// State shared by a channel's handle and its threads.
@@ -129,16 +139,26 @@ impl Channel {
         let Some(queue) = &*queue else {
             return Err(Closed);
         };
-        if frame.len() <= INLINE_MAX {
-            // Written here only when nothing queued is pending before it (the writer
-            // thread lowers `queued` under the same lock, once an item is fully written).
-            if let Some(mut out) = self.shared.out.try_lock() {
-                if let (0, Some(out)) = (self.shared.queued.load(Ordering::Acquire), out.as_mut()) {
-                    match out.write_now(&*frame) {
-                        Ok(None) => return Ok(()),
-                        Ok(Some(rest)) => return self.enqueue(queue, Item::Encoded(rest)),
-                        Err(_) => return Err(Closed),
+        // Written here only when nothing queued is pending before it (the writer thread
+        // lowers `queued` under the same lock, once an item is fully written).
+        if let Some(mut out) = self.shared.out.try_lock() {
+            if let (0, Some(out)) = (self.shared.queued.load(Ordering::Acquire), out.as_mut()) {
+                match out.framing {
+                    Framing::Nibbles if frame.len() <= INLINE_MAX => {
+                        return match out.write_now(&*frame) {
+                            Ok(None) => Ok(()),
+                            Ok(Some(rest)) => self.enqueue(queue, Item::Encoded(rest)),
+                            Err(_) => Err(Closed),
+                        };
                     }
+                    Framing::LengthPrefixed if frame.len() <= INLINE_PREFIXED_MAX => {
+                        return match out.send_prefixed_now(&*frame, 0) {
+                            Ok(sent) if sent == frame.len() + 4 => Ok(()),
+                            Ok(sent) => self.enqueue(queue, Item::Rest { frame, sent }),
+                            Err(_) => Err(Closed),
+                        };
+                    }
+                    _ => {}
                 }
             }
         }
@@ -296,16 +316,17 @@ impl Out {
         match item {
             Item::Encoded(bytes) => self.write_all(bytes, shared),
             Item::Frame(frame) => self.write_frame(&**frame, shared),
+            Item::Rest { frame, sent } => self.write_prefixed(&**frame, *sent, shared),
         }
     }
 
     fn write_frame(&mut self, frame: &dyn Outgoing, shared: &Shared) -> io::Result<()> {
-        let size = frame_size(frame)?;
+        // Both framings carry the size in 32 bits: refuse a larger frame before a byte.
+        frame_size(frame)?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let result = match self.framing {
-            Framing::LengthPrefixed => frame
-                .with_bytes(&mut |bytes| self.write_prefixed(&size.to_be_bytes(), bytes, shared)),
+            Framing::LengthPrefixed => self.write_prefixed(frame, 0, shared),
             Framing::Nibbles => {
                 let mut encoder = FrameEncoder::new(frame.len(), &mut buf);
                 frame
@@ -361,40 +382,64 @@ impl Out {
         Ok(written)
     }
 
-    /// Writes a length prefix and its payload, the two in one segment when they fit
-    /// (a prefix sent alone is a packet of its own, with TCP_NODELAY).
-    fn write_prefixed(&self, header: &[u8], body: &[u8], shared: &Shared) -> io::Result<()> {
-        let iov = [header, body].map(|part| libc::iovec {
-            iov_base: part.as_ptr() as *mut libc::c_void,
-            iov_len: part.len(),
-        });
-        // SAFETY: a zeroed msghdr is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len() as _;
-        // SAFETY: sendmsg only reads the two slices the iovecs point to, which outlive it.
-        let sent = unsafe {
-            libc::sendmsg(
-                self.fd.as_raw_fd(),
-                &msg,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        let sent = if sent >= 0 {
-            sent as usize
-        } else {
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => 0,
-                _ => return Err(err),
+    /// Writes a length-prefixed frame from byte `sent` on (the prefix counts), waiting
+    /// for the peer to read.
+    fn write_prefixed(&self, frame: &dyn Outgoing, sent: usize, shared: &Shared) -> io::Result<()> {
+        let sent = self.send_prefixed_now(frame, sent)?;
+        let header = frame_size(frame)?.to_be_bytes();
+        frame.with_bytes(&mut |body| {
+            if sent < header.len() {
+                self.write_all(&header[sent..], shared)?;
+                self.write_all(body, shared)
+            } else {
+                self.write_all(&body[sent - header.len()..], shared)
             }
-        };
-        if sent < header.len() {
-            self.write_all(&header[sent..], shared)?;
-            self.write_all(body, shared)
-        } else {
-            self.write_all(&body[sent - header.len()..], shared)
-        }
+        })
+    }
+
+    /// Writes what the socket takes now of a length-prefixed frame, from byte `sent` on
+    /// (the prefix counts), prefix and payload in one sendmsg: a prefix sent alone would
+    /// be a packet of its own (TCP_NODELAY). Returns how far the frame is written.
+    fn send_prefixed_now(&self, frame: &dyn Outgoing, sent: usize) -> io::Result<usize> {
+        let header = frame_size(frame)?.to_be_bytes();
+        let mut total = sent;
+        frame.with_bytes(&mut |body| {
+            let parts: [&[u8]; 2] = if sent < header.len() {
+                [&header[sent..], body]
+            } else {
+                [&[], &body[sent - header.len()..]]
+            };
+            let iov = parts.map(|part| libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            });
+            // SAFETY: a zeroed msghdr is valid (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            loop {
+                // SAFETY: sendmsg only reads the slices the iovecs point to, which
+                // outlive the call.
+                let n = unsafe {
+                    libc::sendmsg(
+                        self.fd.as_raw_fd(),
+                        &msg,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n >= 0 {
+                    total += n as usize;
+                    return Ok(());
+                }
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    _ => return Err(err),
+                }
+            }
+        })?;
+        Ok(total)
     }
 
     /// Writes everything, waiting for the peer to read; gives up when the channel is

@@ -272,6 +272,38 @@ mod tests {
     }
 
     #[test]
+    fn large_frames_written_partly_by_the_caller_arrive_whole_and_in_order() {
+        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        // The peer reads nothing yet: the socket takes part of the first frames, the
+        // rest waits for the writer thread, behind which later frames queue.
+        let frames: Vec<Vec<u8>> = (0..12u8)
+            .map(|i| {
+                vec![
+                    i;
+                    if i % 3 == 0 {
+                        1024 * 1024
+                    } else {
+                        300 * 1024 + i as usize
+                    }
+                ]
+            })
+            .collect();
+        for frame in &frames {
+            channel.send(Box::new(frame.clone())).expect("send");
+        }
+        for frame in &frames {
+            let mut header = [0u8; 4];
+            peer.read_exact(&mut header).expect("header");
+            assert_eq!(u32::from_be_bytes(header) as usize, frame.len());
+            let mut payload = vec![0u8; frame.len()];
+            peer.read_exact(&mut payload).expect("payload");
+            assert!(payload == *frame, "frame of {} bytes garbled", frame.len());
+        }
+    }
+
+    #[test]
     fn accept_times_out() {
         let (_channel, rx, _port) = loopback_channel(Duration::from_millis(50), DEFAULT_MAX_FRAME);
         assert_eq!(next(&rx), Event::AcceptFailed(Failure::Timeout));
