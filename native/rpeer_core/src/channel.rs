@@ -353,30 +353,9 @@ impl Out {
     fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut written = 0;
         while written < bytes.len() {
-            let rest = &bytes[written..];
-            let (fd, data, len) = (
-                self.fd.as_raw_fd(),
-                rest.as_ptr() as *const libc::c_void,
-                rest.len(),
-            );
-            // SAFETY: writes from a valid slice to a descriptor this channel owns.
-            let n = unsafe {
-                match self.framing {
-                    Framing::Nibbles => libc::write(fd, data, len),
-                    Framing::LengthPrefixed => {
-                        libc::send(fd, data, len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    }
-                }
-            };
-            if n >= 0 {
-                written += n as usize;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => break,
-                _ => return Err(err),
+            match self.write_once([&bytes[written..], &[]])? {
+                0 => break,
+                n => written += n,
             }
         }
         Ok(written)
@@ -385,61 +364,62 @@ impl Out {
     /// Writes a length-prefixed frame from byte `sent` on (the prefix counts), waiting
     /// for the peer to read.
     fn write_prefixed(&self, frame: &dyn Outgoing, sent: usize, shared: &Shared) -> io::Result<()> {
-        let sent = self.send_prefixed_now(frame, sent)?;
         let header = frame_size(frame)?.to_be_bytes();
         frame.with_bytes(&mut |body| {
-            if sent < header.len() {
-                self.write_all(&header[sent..], shared)?;
-                self.write_all(body, shared)
-            } else {
-                self.write_all(&body[sent - header.len()..], shared)
-            }
+            let sent = sent + self.write_once(unsent(&header, body, sent))?;
+            unsent(&header, body, sent)
+                .iter()
+                .try_for_each(|part| self.write_all(part, shared))
         })
     }
 
     /// Writes what the socket takes now of a length-prefixed frame, from byte `sent` on
-    /// (the prefix counts), prefix and payload in one sendmsg: a prefix sent alone would
-    /// be a packet of its own (TCP_NODELAY). Returns how far the frame is written.
+    /// (the prefix counts). Returns how far the frame is written.
     fn send_prefixed_now(&self, frame: &dyn Outgoing, sent: usize) -> io::Result<usize> {
         let header = frame_size(frame)?.to_be_bytes();
         let mut total = sent;
         frame.with_bytes(&mut |body| {
-            let parts: [&[u8]; 2] = if sent < header.len() {
-                [&header[sent..], body]
-            } else {
-                [&[], &body[sent - header.len()..]]
-            };
-            let iov = parts.map(|part| libc::iovec {
-                iov_base: part.as_ptr() as *mut libc::c_void,
-                iov_len: part.len(),
-            });
-            // SAFETY: a zeroed msghdr is valid (no name, no control data).
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iov.len() as _;
-            loop {
-                // SAFETY: sendmsg only reads the slices the iovecs point to, which
-                // outlive the call.
-                let n = unsafe {
-                    libc::sendmsg(
+            total += self.write_once(unsent(&header, body, sent))?;
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
+    /// One write of what the descriptor takes now from `parts`, in order, in a single
+    /// call: a length prefix and its payload leave in one segment (a prefix sent alone
+    /// would be a packet of its own, with TCP_NODELAY). Returns 0 when it would block.
+    fn write_once(&self, parts: [&[u8]; 2]) -> io::Result<usize> {
+        let iov = parts.map(|part| libc::iovec {
+            iov_base: part.as_ptr() as *mut libc::c_void,
+            iov_len: part.len(),
+        });
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        loop {
+            // SAFETY: writev and sendmsg only read the slices the iovecs point to, which
+            // outlive the call, to a descriptor this channel owns.
+            let n = unsafe {
+                match self.framing {
+                    Framing::Nibbles => libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2),
+                    Framing::LengthPrefixed => libc::sendmsg(
                         self.fd.as_raw_fd(),
                         &msg,
                         libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n >= 0 {
-                    total += n as usize;
-                    return Ok(());
+                    ),
                 }
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(()),
-                    _ => return Err(err),
-                }
+            };
+            if n >= 0 {
+                return Ok(n as usize);
             }
-        })?;
-        Ok(total)
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(err),
+            }
+        }
     }
 
     /// Writes everything, waiting for the peer to read; gives up when the channel is
@@ -461,6 +441,15 @@ impl Out {
                 None,
             )?;
         }
+    }
+}
+
+/// What is still to write of a length-prefixed frame once `sent` bytes of it (the prefix
+/// counts) are written: the rest of the prefix, and the rest of the payload.
+fn unsent<'a>(header: &'a [u8], body: &'a [u8], sent: usize) -> [&'a [u8]; 2] {
+    match sent.checked_sub(header.len()) {
+        None => [&header[sent..], body],
+        Some(in_body) => [&[], &body[in_body..]],
     }
 }
 
