@@ -114,7 +114,7 @@ standard_io_through_netns() ->
 standard_io_through_netns(Config) when is_list(Config) ->
     {ok, Peer, _} = rpeer:start_link(#{exec => in_namespace(Config), connection => standard_io}),
     ?assert(runs_in_namespace(rpeer:call(Peer, inet, getifaddrs, []))),
-    check_rpc_io_and_stop(Peer, fun (M, F, A) -> rpeer:call(Peer, M, F, A) end).
+    check_rpc_io_and_stop(Peer, over_channel(Peer)).
 
 tcp_across_veth() ->
     [{doc, "tcp with connection => {OriginVethIp, 0}: the peer connects across the veth; "
@@ -127,10 +127,10 @@ tcp_across_veth(Config) when is_list(Config) ->
     ?assert(runs_in_namespace(rpeer:call(Peer, inet, getifaddrs, []))),
     {ok, [[Offered, _Port]]} = rpeer:call(Peer, init, get_argument, [origin]),
     ?assertEqual("10.213.0.1", Offered),
-    check_rpc_io_and_stop(Peer, fun (M, F, A) -> rpeer:call(Peer, M, F, A) end).
+    check_rpc_io_and_stop(Peer, over_channel(Peer)).
 
 tcp_offers_loopback_first() ->
-    [{doc, "connection => Port through a wrapper: rpeer offers every local address, "
+    [{doc, "connection => Port through a wrapper: rpeer offers every local IPv4 address, "
       "loopback first (peer's rule); from the namespace, loopback is refused and the "
       "peer connects to the veth address"}].
 
@@ -213,7 +213,7 @@ standard_io_through_ssh(Config) when is_list(Config) ->
     SshdPid = ?config(sshd_os_pid, Config),
     OsPid = rpeer:call(Peer, os, getpid, []),
     ?assert(lists:member(SshdPid, ancestors(OsPid))),
-    check_rpc_io_and_stop(Peer, fun (M, F, A) -> rpeer:call(Peer, M, F, A) end).
+    check_rpc_io_and_stop(Peer, over_channel(Peer)).
 
 missing_remote_erl_is_a_boot_failure() ->
     [{doc, "a remote erl that does not exist: start/1 raises {boot_failed, "
@@ -241,6 +241,9 @@ check_rpc_io_and_stop(Peer, Call) ->
     ok = rpeer:stop(Peer),
     rpeer_test_lib:wait_os_pid_gone(OsPid, 5000).
 
+over_channel(Peer) ->
+    fun (M, F, A) -> rpeer:call(Peer, M, F, A) end.
+
 runs_in_namespace({ok, Interfaces}) ->
     Addresses = lists:append([proplists:get_all_values(addr, Opts) || {_, Opts} <- Interfaces]),
     lists:member(?PEER_IP, Addresses) andalso not lists:member(?ORIGIN_IP, Addresses).
@@ -267,16 +270,10 @@ dist_options(Config, Name) ->
 
 %% OS process ids of the ancestors of OsPid, from /proc.
 ancestors(OsPid) ->
-    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
-        {ok, Stat} ->
-            [_, After] = string:split(Stat, ")", trailing),
-            [_State, Parent | _] = string:lexemes(After, " "),
-            case binary_to_list(Parent) of
-                "0" -> [];
-                ParentPid -> [ParentPid | ancestors(ParentPid)]
-            end;
-        {error, _} ->
-            []
+    case rpeer_test_lib:os_pid_stat(OsPid) of
+        {ok, [_State, <<"0">> | _]} -> [];
+        {ok, [_State, Parent | _]} -> [binary_to_list(Parent) | ancestors(binary_to_list(Parent))];
+        {error, _} -> []
     end.
 
 %%--------------------------------------------------------------------

@@ -46,6 +46,7 @@
     wait_until/2,
     wait_for_state/3,
     os_pid_alive/1,
+    os_pid_stat/1,
     wait_os_pid_gone/2,
     flush_captured/0,
     captured_text/0
@@ -197,19 +198,25 @@ wait_state_loop(Peer, Pred, Deadline) ->
 %% @doc Whether an OS process exists and is not a zombie.
 -spec os_pid_alive(string()) -> boolean().
 os_pid_alive(OsPid) ->
-    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
-        {ok, Stat} ->
-            %% "pid (comm) S ..." - comm may hold spaces, state follows the last ')'
-            [_, After] = string:split(Stat, ")", trailing),
-            case string:trim(After, leading) of
-                <<"Z", _/binary>> -> false;
-                <<"X", _/binary>> -> false;
-                _ -> true
-            end;
+    case os_pid_stat(OsPid) of
+        {ok, [State | _]} ->
+            State =/= <<"Z">> andalso State =/= <<"X">>;
         {error, enoent} ->
             false;
         {error, _} ->
             "yes" =:= string:trim(os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo yes"))
+    end.
+
+%% @doc The fields of /proc/OsPid/stat after the command name: state, parent pid, ...
+-spec os_pid_stat(string()) -> {ok, [binary()]} | {error, file:posix()}.
+os_pid_stat(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} ->
+            %% "pid (comm) S ..." - comm may hold spaces, the fields follow the last ')'
+            [_, After] = string:split(Stat, ")", trailing),
+            {ok, string:lexemes(After, " \n")};
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc Fails unless the OS process OsPid is gone within Timeout ms.
