@@ -673,7 +673,7 @@ os_tag() ->
     "rpbt_" ++ integer_to_list(erlang:unique_integer([positive])) ++ "_" ++ os:getpid() ++ "_".
 
 %% Waits (up to 60 s) until no process has OsTag on its command line: the peer VMs
-%% (and, for rpeer, its waiting shells) have exited. The pattern does not match the
+%% have exited. The pattern does not match the
 %% shell that runs pgrep.
 wait_gone(OsTag) ->
     wait_gone(OsTag, now_us() + 60000000).

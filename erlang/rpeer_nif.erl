@@ -40,7 +40,10 @@ load() ->
               Priv ->
                   Priv
           end,
-    erlang:load_nif(filename:join(Dir, "rpeer_nif"), 0).
+    %% rpeer-wait, which runs every spawned program, is installed next to the NIF.
+    Waiter = filename:join(Dir, "rpeer-wait"),
+    erlang:load_nif(filename:join(Dir, "rpeer_nif"),
+                    unicode:characters_to_binary(Waiter, unicode, file:native_name_encoding())).
 
 %% @doc Starts `Exec' with `Args' and exactly the environment `Env'. `standard_io'
 %% connects its stdin/stdout/stderr to the channel; `detached' gives it /dev/null and the
@@ -94,13 +97,13 @@ ack(_Channel, _Count) ->
 close(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Kills (SIGKILL) the spawned program's process group: the program, its waiting
-%% shell, and what it started in its group. Its exit status still arrives.
+%% @doc Kills (SIGKILL) the spawned program and what it started in its process group
+%% (not rpeer-wait, which leads the group). Its exit status still arrives.
 -spec kill(channel()) -> ok.
 kill(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc The OS pid (and process group) of the spawned program's waiting shell.
+%% @doc The OS pid of the spawned program's rpeer-wait (the program's process group).
 -spec os_pid(channel()) -> non_neg_integer() | undefined.
 os_pid(_Channel) ->
     erlang:nif_error(nif_not_loaded).

@@ -1,10 +1,13 @@
 #!/bin/sh
-# Builds the rpeer NIF with cargo and installs it as priv/rpeer_nif.so.
+# Builds the rpeer NIF and rpeer-wait (which runs every spawned peer) with cargo and
+# installs them as priv/rpeer_nif.so and priv/rpeer-wait.
 # Run by rebar3's compile pre-hook from the application directory.
 set -eu
 cd "$(dirname "$0")/.."
 PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
-cargo build --release --quiet -p rpeer_nif
+cargo build --release --quiet -p rpeer_nif -p rpeer_core
 mkdir -p priv
-cp -f target/release/librpeer_nif.so priv/rpeer_nif.so.tmp
-mv -f priv/rpeer_nif.so.tmp priv/rpeer_nif.so
+for built in librpeer_nif.so:rpeer_nif.so rpeer-wait:rpeer-wait; do
+    cp -f "target/release/${built%%:*}" "priv/${built#*:}.tmp"
+    mv -f "priv/${built#*:}.tmp" "priv/${built#*:}"
+done

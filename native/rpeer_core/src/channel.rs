@@ -193,8 +193,7 @@ impl Channel {
         self.close();
     }
 
-    /// OS pid of the spawned program's waiting shell (its process group id), once
-    /// launched.
+    /// OS pid of the spawned program's rpeer-wait (its process group id), once launched.
     pub fn os_pid(&self) -> Option<u32> {
         self.pid.as_ref().and_then(ProcessId::get)
     }

@@ -1,16 +1,18 @@
 //! Starting the peer's OS process so that its exit status can be known.
 //!
 //! The Erlang VM ignores SIGCHLD, so the kernel reaps the VM's children at once and
-//! `waitpid` can never report their status. The program is therefore run under a
-//! `/bin/sh` that waits for it and writes `$?` (128 + N for a signal) on a status pipe
-//! (fd 3 of the shell, closed for the program itself). The shell is the VM's child and is
-//! reaped by the kernel; the program is the shell's child and is reaped by the shell.
+//! `waitpid` can never report their status. The program is therefore run under
+//! `rpeer-wait` (`src/bin/rpeer-wait.rs`, installed next to the NIF), which waits for it
+//! and writes its status (128 + N for a signal) on a status pipe (its fd 3, closed for
+//! the program). rpeer-wait is the VM's child and is reaped by the kernel; the program
+//! is rpeer-wait's child and is reaped by it. (A shell could do this, but `sh` plus
+//! util-linux's `setpriv` for the parent-death signals cost about 4 ms per boot.)
 //!
-//! The shell is started with `posix_spawn` (vfork semantics: the VM's page tables are not
+//! rpeer-wait is started with `posix_spawn` (vfork semantics: the VM's page tables are not
 //! copied, which with a fork would take milliseconds and stall every scheduler of a busy
 //! VM), on a small pool of long-lived spawner threads ([`launch`]), so that the caller
 //! never waits for the child to exec (under load that takes tens of milliseconds): every signal disposition is reset to default (the VM ignores SIGCHLD, SIGPIPE and
-//! SIGFPE, and exec keeps ignored signals ignored), the signal mask is emptied, the shell
+//! SIGFPE, and exec keeps ignored signals ignored), the signal mask is emptied, rpeer-wait
 //! leads a new session and process group (as open_port's programs do: with the kernel's
 //! autogroup scheduling, peers in the origin's session would share one CPU group, and 50
 //! peers booting at once took twice the CPU), and every descriptor above the status
@@ -18,11 +20,10 @@
 //! VM's own sockets and pipes are not close-on-exec), so peers never hold each other's
 //! channels. This needs glibc 2.34 or later (`posix_spawn_file_actions_addclosefrom_np`).
 //!
-//! Peers never outlive the origin: where util-linux's `setpriv` exists, the shell runs
-//! under `setpriv --pdeathsig KILL` (it gets SIGKILL when the thread that spawned it
-//! exits; the spawner threads live as long as the process), and so does the program (it
-//! gets SIGKILL when the shell dies). A program that re-forks itself away (`-detached`)
-//! escapes this.
+//! Peers never outlive the origin: rpeer-wait takes SIGKILL as its parent-death signal
+//! (sent when the thread that spawned it exits; the spawner threads live as long as the
+//! process), and gives the program SIGKILL as its own (sent when rpeer-wait dies). A
+//! program that re-forks itself away (`-detached`) escapes this.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -34,23 +35,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The shell that waits for the program; `$1..` are the program and its arguments.
-const WRAPPER_SHELL: &str = "/bin/sh";
-/// The shell's own stderr goes to /dev/null (it would print "Killed" when the program
-/// dies of a signal); the program, exec'd from a subshell, gets the original stderr
-/// (kept as fd 4). A redirection on the command itself would still be in place while
-/// the shell reports the signal.
-const WRAPPER_SCRIPT: &str = "exec 4>&2 2>/dev/null; (exec \"$@\" 2>&4 4>&- 3>&-); echo $? >&3";
-/// Sets the parent-death signal of the program it runs (util-linux).
-const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
-
-/// argv[0] of the waiting shell, as `ps` shows it.
-const WRAPPER_NAME: &str = "rpeer-wait";
 /// Written on the status pipe instead of a status when posix_spawn fails.
 const LAUNCH_FAILED: &str = "launch-failed ";
 /// Spawner threads: launches run in parallel up to this many.
 const SPAWNERS: usize = 16;
-/// The shell's descriptor for the status pipe.
+/// rpeer-wait's descriptor for the status pipe.
 const STATUS_FD: libc::c_int = 3;
 
 /// How the program's standard streams are connected.
@@ -65,6 +54,8 @@ pub enum StdioMode {
 /// What to run: the program, its arguments and its complete environment.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// rpeer-wait, which runs the program and reports its exit status.
+    pub waiter: PathBuf,
     pub program: OsString,
     pub args: Vec<OsString>,
     /// The whole environment of the program (nothing is inherited).
@@ -84,7 +75,7 @@ pub enum SpawnError {
 /// A started program: its standard streams (when piped) and its exit status.
 #[derive(Debug)]
 pub struct Spawned {
-    /// OS pid of the waiting shell, which is also the process group of the program.
+    /// OS pid of rpeer-wait, which is also the process group of the program.
     pub pid: ProcessId,
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
@@ -92,7 +83,7 @@ pub struct Spawned {
     pub status: ExitStatusReader,
 }
 
-/// The OS pid of a spawned program's waiting shell, known once it is launched.
+/// The OS pid of a spawned program's rpeer-wait, known once it is launched.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessId(Arc<AtomicU32>);
 
@@ -115,7 +106,7 @@ impl ProcessId {
     }
 }
 
-/// Reads the exit status the waiting shell reports.
+/// Reads the exit status rpeer-wait reports.
 #[derive(Debug)]
 pub struct ExitStatusReader {
     pipe: File,
@@ -128,7 +119,7 @@ impl ExitStatusReader {
     }
 
     /// Reads what is available; returns `Some(status)` at end of file (the inner `None`
-    /// when the shell died without reporting, e.g. killed), `None` while more may come.
+    /// when rpeer-wait died without reporting, e.g. killed), `None` while more may come.
     pub fn read_some(&mut self) -> Option<Option<i32>> {
         let mut buf = [0u8; 16];
         match self.pipe.read(&mut buf) {
@@ -175,7 +166,7 @@ impl ExitStatusReader {
 pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
     let path = Path::new(program);
     let resolved = if path.components().count() == 1 && !path.is_absolute() {
-        // "erl" means ./erl for spawn_executable; the shell would search PATH instead.
+        // "erl" means ./erl for spawn_executable, never a search of PATH.
         Path::new(".").join(path)
     } else {
         path.to_path_buf()
@@ -199,7 +190,7 @@ fn is_executable(path: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// Starts the program under the waiting shell and waits until it is launched.
+/// Starts the program under rpeer-wait and waits until it is launched.
 pub fn spawn(spec: &Spec) -> Result<Spawned, SpawnError> {
     let (spawned, launch) = prepare(spec)?;
     launch
@@ -251,7 +242,7 @@ impl Launch {
             return Err(err);
         }
         self.pid.set(pid as u32);
-        // The child has its copies; the status pipe's write end is the shell's alone.
+        // The child has its copies; the status pipe's write end is rpeer-wait's alone.
         drop(self.child_ends);
         Ok(pid as u32)
     }
@@ -297,22 +288,16 @@ pub fn launch(launch: Launch) {
 /// ends are returned at once, ready for a channel.
 pub fn prepare(spec: &Spec) -> Result<(Spawned, Launch), SpawnError> {
     let program = resolve_program(&spec.program)?;
+    let waiter = resolve_program(spec.waiter.as_os_str())?;
     let os_error = |e: io::Error| SpawnError::Os(crate::sys::errno_name(&e));
     let invalid = || SpawnError::Os("einval".to_string());
 
-    let setpriv = SETPRIV.iter().find(|path| is_executable(Path::new(path)));
-    let mut argv: Vec<&OsStr> = Vec::new();
-    let with_death_signal = |argv: &mut Vec<&OsStr>| {
-        if let Some(setpriv) = setpriv {
-            argv.extend([setpriv, "--pdeathsig", "KILL", "--"].map(OsStr::new));
-        }
-    };
-    with_death_signal(&mut argv);
-    argv.extend([WRAPPER_SHELL, "-c", WRAPPER_SCRIPT, WRAPPER_NAME].map(OsStr::new));
-    with_death_signal(&mut argv);
-    argv.push(program.as_os_str());
-    argv.extend(spec.args.iter().map(OsString::as_os_str));
-    let argv = c_strings(argv.iter().map(|arg| arg.as_bytes().to_vec())).ok_or_else(invalid)?;
+    // SAFETY: getpid has no preconditions.
+    let origin = OsString::from(unsafe { libc::getpid() }.to_string());
+    let argv = [waiter.as_os_str(), &origin, program.as_os_str()]
+        .into_iter()
+        .chain(spec.args.iter().map(OsString::as_os_str));
+    let argv = c_strings(argv.map(|arg| arg.as_bytes().to_vec())).ok_or_else(invalid)?;
     let envp = c_strings(
         spec.env
             .iter()
@@ -485,8 +470,8 @@ impl Drop for SpawnAttributes {
 }
 
 /// Kills (SIGKILL) the program and whatever it started in its process group, but not the
-/// waiting shell that leads the group, so that the shell still reaps the program and
-/// reports its status (137). Where /proc cannot be read, the whole group is killed.
+/// rpeer-wait that leads the group, so that it still reaps the program and reports its
+/// status (137). Where /proc cannot be read, the whole group is killed.
 pub fn kill_group(pid: u32) {
     let members = group_members(pid);
     let others: Vec<u32> = members
@@ -527,6 +512,18 @@ fn process_group(pid: u32) -> Option<u32> {
     after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// rpeer-wait as cargo builds it for the tests: target/PROFILE/rpeer-wait, next to the
+/// target/PROFILE/deps/ where test binaries run.
+#[cfg(test)]
+pub(crate) fn test_waiter() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("current_exe");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/PROFILE/deps");
+    profile_dir.join("rpeer-wait")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +531,7 @@ mod tests {
 
     fn sh(script: &str, stdio: StdioMode) -> Spawned {
         let spec = Spec {
+            waiter: test_waiter(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![
@@ -563,7 +561,7 @@ mod tests {
     fn killed_program_reports_128_plus_signal() {
         let mut child = sh("echo before >&2; kill -9 $$", StdioMode::Piped);
         assert_eq!(child.status.wait(), Some(137));
-        // Only what the program wrote: not the waiting shell's "Killed".
+        // Only what the program wrote, nothing about how it ended.
         assert_eq!(read_all(child.stderr.take()), "before\n");
     }
 
@@ -588,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn status_pipe_is_closed_for_the_program() {
+    fn only_the_standard_streams_are_inherited() {
         let mut child = sh("ls /proc/self/fd", StdioMode::Piped);
         let fds: Vec<String> = read_all(child.stdout.take())
             .lines()
@@ -597,6 +595,106 @@ mod tests {
         // 0, 1, 2 and the directory ls itself opened (3): the status pipe and the test
         // process's other descriptors are not inherited.
         assert_eq!(fds, ["0", "1", "2", "3"]);
+    }
+
+    /// The first line the program writes.
+    fn first_line(stdout: &mut File) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
+    #[test]
+    fn program_runs_in_a_session_of_its_own() {
+        let mut child = sh("echo $$; read _ || true", StdioMode::Piped);
+        let waiter = child.pid.get().expect("launched") as libc::pid_t;
+        let mut stdout = File::from(child.stdout.take().expect("stdout"));
+        let program: libc::pid_t = first_line(&mut stdout).parse().expect("pid");
+        // SAFETY: getsid and getpgid only read the process table.
+        let (session, group) = unsafe { (libc::getsid(program), libc::getpgid(program)) };
+        assert_eq!((session, group), (waiter, waiter));
+        drop(child.stdin.take());
+        assert_eq!(child.status.wait(), Some(0));
+    }
+
+    #[test]
+    fn signals_are_reset_to_default_and_unblocked() {
+        // The test harness ignores SIGPIPE, as the VM does SIGCHLD, SIGPIPE and SIGFPE.
+        let mut child = sh("exec cat /proc/self/status", StdioMode::Piped);
+        let text = read_all(child.stdout.take());
+        let mask = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .expect(name)
+        };
+        assert_eq!(mask("SigBlk:"), 0);
+        // Signals 1-31; posix_spawn leaves glibc's own (32, 33) as they were, and glibc
+        // sets them up in every program it starts.
+        assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0);
+    }
+
+    #[test]
+    fn program_dies_with_the_thread_that_spawned_it() {
+        // The thread ends once the program runs (rpeer-wait armed its death signal first).
+        let (child, mut stdout, program) = std::thread::spawn(|| {
+            let mut child = sh("echo $$; exec sleep 30", StdioMode::Piped);
+            let mut stdout = File::from(child.stdout.take().expect("stdout"));
+            let program: libc::pid_t = first_line(&mut stdout).parse().expect("pid");
+            (child, stdout, program)
+        })
+        .join()
+        .expect("spawner thread");
+        // rpeer-wait was killed with the thread, so nobody reports a status...
+        assert_eq!(child.status.wait(), None);
+        // ...and the program was killed with rpeer-wait: its stdout ends.
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).expect("read");
+        assert!(rest.is_empty());
+        // SAFETY: kill(pid, 0) only checks whether the process exists.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            unsafe { libc::kill(program, 0) != 0 }
+        });
+        assert!(gone, "the program survived rpeer-wait");
+    }
+
+    #[test]
+    fn program_whose_interpreter_is_missing_is_status_127() {
+        let dir = std::env::temp_dir().join(format!("rpeer-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("script");
+        std::fs::write(&file, "#!/nonexistent/interpreter\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let spec = Spec {
+            waiter: test_waiter(),
+            program: file.clone().into_os_string(),
+            args: vec![],
+            env: vec![],
+            stdio: StdioMode::Piped,
+        };
+        let mut child = spawn(&spec).expect("rpeer-wait starts");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(child.status.wait(), Some(127));
+        assert!(read_all(child.stderr.take()).starts_with("rpeer-wait: cannot execute"));
+    }
+
+    #[test]
+    fn missing_waiter_names_its_path() {
+        let spec = Spec {
+            waiter: "/nonexistent/rpeer-wait".into(),
+            program: "/bin/sh".into(),
+            args: vec![],
+            env: vec![],
+            stdio: StdioMode::Detached,
+        };
+        assert!(matches!(
+            spawn(&spec),
+            Err(SpawnError::Exec(ref e, ref path)) if e == "enoent" && path == Path::new("/nonexistent/rpeer-wait")
+        ));
     }
 
     #[test]
@@ -609,7 +707,7 @@ mod tests {
             grandchild.push(byte[0] as char);
         }
         kill_group(child.pid.get().expect("launched"));
-        // The shell survives to report how its program ended.
+        // rpeer-wait survives to report how its program ended.
         assert_eq!(child.status.wait(), Some(137));
         let gone = (0..100).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -622,6 +720,7 @@ mod tests {
     #[test]
     fn missing_program_names_the_path() {
         let spec = Spec {
+            waiter: test_waiter(),
             program: "/nonexistent/erl".into(),
             args: vec![],
             env: vec![],

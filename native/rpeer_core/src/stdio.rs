@@ -1,6 +1,6 @@
 //! The standard_io channel: a spawned peer's stdin carries frames to it; its stdout
-//! carries console text and frames back, its stderr text; the waiting shell reports the
-//! exit status. A detached program (no pipes) reports only its exit status.
+//! carries console text and frames back, its stderr text; rpeer-wait reports the exit
+//! status on a pipe of its own. A detached program (no pipes) reports only its exit status.
 //!
 //! The peer side of the same channel ([`attach`]) reads frames from the node's own
 //! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
@@ -246,6 +246,7 @@ mod tests {
 
     fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Receiver<Event>) {
         let spec = Spec {
+            waiter: crate::spawn::test_waiter(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],

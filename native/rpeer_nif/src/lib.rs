@@ -14,4 +14,4 @@ mod sink;
 #[global_allocator]
 static ALLOCATOR: rustler::EnifAllocator = rustler::EnifAllocator;
 
-rustler::init!("rpeer_nif");
+rustler::init!("rpeer_nif", load = nifs::load);

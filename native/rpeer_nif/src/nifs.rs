@@ -15,7 +15,23 @@ use std::ffi::OsString;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// rpeer-wait's path, given by `rpeer_nif` when it loads the library.
+static WAITER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Takes rpeer-wait's path (a binary) from the load info.
+pub fn load(_env: Env, load_info: Term) -> bool {
+    match load_info.decode::<Binary>() {
+        Ok(path) => {
+            let _ = WAITER.set(PathBuf::from(os_string(&path)));
+            true
+        }
+        Err(_) => false,
+    }
+}
 
 /// Starts `Exec Args` with exactly the environment `Env`; `Mode` is `standard_io`
 /// (pipes: the channel carries frames) or `detached` (the channel reports only the exit
@@ -37,6 +53,7 @@ fn spawn<'a>(
         return Err(Error::BadArg);
     };
     let spec = Spec {
+        waiter: WAITER.get().cloned().unwrap_or_default(),
         program: os_string(&exec),
         args: arguments.iter().map(os_string).collect(),
         env: environment
@@ -166,7 +183,7 @@ fn kill(channel: ResourceArc<ChannelResource>) -> Atom {
     atoms::ok()
 }
 
-/// OS pid of a spawned program's waiting shell, or `undefined` for a tcp channel.
+/// OS pid of a spawned program's rpeer-wait, or `undefined` for a tcp channel.
 #[rustler::nif]
 fn os_pid(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
     match channel.channel.os_pid() {
