@@ -145,10 +145,12 @@ boot_once(Impl, Mode) ->
     T0 = now_us(),
     P = pid_of(Impl:start_link(opts(Mode, OsTag))),
     T1 = now_us(),
+    OsPids = tagged_os_pids(OsTag),
+    TStop = now_us(),
     ok = Impl:stop(P),
-    ok = wait_gone(OsTag),
+    ok = wait_gone(OsTag, OsPids),
     T2 = now_us(),
-    {(T1 - T0) / 1000, (T2 - T1) / 1000}.
+    {(T1 - T0) / 1000, (T2 - TStop) / 1000}.
 
 %%--------------------------------------------------------------------
 %% small-call latency: call(P, erlang, node, []), interleaved in blocks of 100
@@ -551,11 +553,12 @@ concurrent_once(Impl, Mode, N) ->
             || _ <- lists:seq(1, N)],
     TLoop = now_us(),
     Failed = wait_started(Tag, Pids, []),
+    OsPids = tagged_os_pids(OsTag),
     T1 = now_us(),
     Self = self(),
     Stoppers = [spawn_link(fun () -> Self ! {stopped, self(), catch Impl:stop(P)} end) || P <- Pids],
     Stops = [receive {stopped, S, R} -> R after 120000 -> timeout end || S <- Stoppers],
-    Gone = wait_gone(OsTag),
+    Gone = wait_gone(OsTag, OsPids),
     T2 = now_us(),
     Gone =:= ok orelse error(Gone),
     Failed =:= [] orelse error({boot_failed, length(Failed), hd(Failed)}),
@@ -672,21 +675,45 @@ opts(Mode, OsTag) -> (opts(Mode))#{args => ["-rpeer_bench_tag", OsTag]}.
 os_tag() ->
     "rpbt_" ++ integer_to_list(erlang:unique_integer([positive])) ++ "_" ++ os:getpid() ++ "_".
 
-%% Waits (up to 60 s) until no process has OsTag on its command line: the peer VMs
-%% have exited. The pattern does not match the
-%% shell that runs pgrep.
-wait_gone(OsTag) ->
-    wait_gone(OsTag, now_us() + 60000000).
+%% The OS processes with OsTag on their command line (the peer VMs, and rpeer-wait for
+%%  rpeer). The pattern does not match the shell that runs pgrep.
+tagged_os_pids([First | Rest]) ->
+    string:lexemes(os:cmd("pgrep -f '[" ++ [First] ++ "]" ++ Rest ++ "'"), "\n").
 
-wait_gone([First | Rest] = OsTag, Deadline) ->
-    case string:trim(os:cmd("pgrep -f '[" ++ [First] ++ "]" ++ Rest ++ "' | wc -l")) of
-        "0" ->
-            ok;
-        Left ->
-            case now_us() > Deadline of
-                true -> {os_processes_left, list_to_integer(Left)};
-                false -> timer:sleep(20), wait_gone(OsTag, Deadline)
-            end
+%% Waits (up to 60 s) until the peer's OS processes have exited: each of OsPids, found
+%%  before the stop, has no thread left (pgrep alone misses a VM whose main thread has
+%%  exited while its other threads still run: its command line reads empty then), and
+%%  pgrep finds no process with OsTag (nothing re-forked away).
+wait_gone(OsTag, OsPids) ->
+    wait_gone(OsTag, OsPids, now_us() + 60000000).
+
+wait_gone(OsTag, OsPids, Deadline) ->
+    case {[P || P <- OsPids, not os_process_gone(P)], now_us() > Deadline} of
+        {[], Late} ->
+            case tagged_os_pids(OsTag) of
+                [] -> ok;
+                Left when Late -> {os_processes_left, length(Left)};
+                _ -> timer:sleep(20), wait_gone(OsTag, [], Deadline)
+            end;
+        {Left, true} ->
+            {os_processes_left, length(Left)};
+        {Left, false} ->
+            timer:sleep(1),
+            wait_gone(OsTag, Left, Deadline)
+    end.
+
+%% Gone: no /proc entry, or a zombie with no thread left running.
+os_process_gone(OsPid) ->
+    case file:list_dir("/proc/" ++ OsPid ++ "/task") of
+        {error, _} -> true;
+        {ok, [_]} -> zombie(OsPid);
+        {ok, _} -> false
+    end.
+
+zombie(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} -> binary:match(Stat, <<") Z ">>) =/= nomatch;
+        {error, _} -> true
     end.
 
 pid_of({ok, P, _}) when is_pid(P) -> P;
