@@ -99,10 +99,12 @@
           args => [string()],                 %% additional command line parameters to append
           post_process_args =>
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
-          peer_side => peer | rpeer,          %% what runs the standard_io channel on the peer node:
-                                              %%  OTP's peer module (default; nothing to install there)
-                                              %%  or rpeer_agent, with rpeer's Rust codec (much faster;
-                                              %%  rpeer's code path is added to the peer's command line)
+          peer_side => peer | rpeer,          %% how the peer node (OTP's peer module in both cases)
+                                              %%  codes the standard_io channel: `rpeer' with rpeer's
+                                              %%  Rust codec (rpeer_agent; rpeer's code path is added
+                                              %%  to the command line; the default without `exec'),
+                                              %%  `peer' with peer's own Erlang codec (nothing needed
+                                              %%  where the peer runs; the default with `exec')
           env => [{string(), string() | false}],  %% additional environment variables (false unsets)
           wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
           shutdown => close |                 %% close supervision channel
@@ -983,7 +985,7 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                stdio_user(maps:get(peer_side, Options, peer));
+                stdio_user(peer_side(Options));
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
@@ -995,13 +997,20 @@ command_line(Listen, Options) ->
     {Exec, PreArgs} = exec(Options),
     {Exec, PreArgs ++ NameArg ++ StartCmd ++ CmdOpts}.
 
-%% The peer side of a standard_io connection: OTP's peer, or rpeer's agent from the
-%%  code path this node runs rpeer from.
+%% A peer started by this node's own erl has rpeer's code at the same path; through an
+%%  `exec' (ssh, a container, another release) it may not.
+peer_side(#{peer_side := Side}) -> Side;
+peer_side(#{exec := _}) -> peer;
+peer_side(#{}) -> rpeer.
+
+%% The peer side of a standard_io connection: OTP's peer module, coding frames itself or
+%%  through rpeer's agent (from the code path this node runs rpeer from), which gives it
+%%  the node's standard I/O as a socket (see rpeer_agent).
 stdio_user(peer) ->
     ["-user", "peer"];
 stdio_user(rpeer) ->
     Ebin = filename:dirname(code:where_is_file("rpeer_agent.beam")),
-    ["-pa", Ebin, "-user", "rpeer_agent"].
+    ["-pa", Ebin, "-user", "rpeer_agent", "-origin", "127.0.0.1", "0"].
 
 exec(#{exec := Prog}) when is_list(Prog) ->
     {Prog, []};

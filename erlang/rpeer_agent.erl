@@ -1,134 +1,99 @@
 %% @doc
-%% rpeer's peer side for the standard_io connection: started on the peer node as its
-%% `user' (`-user rpeer_agent', with rpeer's code path added by the origin) when the
-%% peer is started with `peer_side => rpeer'.
+%% rpeer's fast peer side for the standard_io connection: OTP's own `peer' module runs
+%% the channel on the peer node, as with stock peer, but its frames travel through
+%% rpeer's Rust codec instead of peer's Erlang one (which is where stock peer spends half
+%% of its standard_io time).
 %%
-%% It speaks exactly the protocol of OTP's peer module (see rpeer), but frames are
-%% decoded from the node's stdin and encoded to its stdout by rpeer's Rust codec on
-%% its own threads (`rpeer_nif:attach_stdio/1'), instead of in Erlang: this is where
-%% stock peer spends half of its standard_io time.
+%% The peer node starts with `-user rpeer_agent -origin 127.0.0.1 0' (rpeer adds its
+%% code path). start/0, the `-user' entry point, makes this module the node's default
+%% gen_tcp module for one connect and calls `peer:start()'. Seeing `-origin Ip Port',
+%% peer connects "over tcp" through gen_tcp; this module answers the connect to port 0
+%% with a socket of its own, `{'$inet', rpeer_agent, Ref}', whose frames are the node's
+%% stdin and stdout, encoded by `rpeer_nif:attach_stdio/1' on its own threads; then it
+%% gives the default module back. From there on peer's channel handler
+%% (`peer:io_server_loop/5') serves calls, I/O and messages exactly as with stock peer,
+%% its `peer_supervision' halts the node if the handler dies, and the end of stdin is
+%% `tcp_closed', on which peer halts the node.
 %%
-%% Like peer's channel handler, it halts the node when its stdin ends (the origin is
-%% gone) and when it dies for any reason (a linked watchdog halts the node).
+%% Any other connect that reaches this module while it is the default (nothing else
+%% runs that early in the boot) goes to the default module.
 %% @end
 -module(rpeer_agent).
 
 -export([start/0]).
 
-%% Internal: the channel handler's and the watchdog's entry points.
--export([init/0, watch/1]).
+%% The gen_tcp module interface (inet_db tcp_module) and the module socket's functions.
+-export([getaddrs/2, getserv/1, connect/4, send/2, setopts/2]).
 
--record(agent, {
-          %% tags the channel's messages: {rpeer, Tag, Event}
-          tag :: reference(),
-          channel :: rpeer_nif:channel(),
-          %% outstanding calls: monitor of the process running it => call sequence number
-          refs = #{} :: #{reference() => non_neg_integer()},
-          %% call sequence number => monitor
-          calls = #{} :: #{non_neg_integer() => reference()}
-         }).
+%% The port in `-origin' that means this node's standard I/O.
+-define(STDIO_PORT, 0).
+%% user_sup waits for `user' in steps of 100 ms: start/0 returns once it is there.
+-define(USER_WAIT_MS, 10000).
 
-%% @doc The `-user' entry point: starts the channel handler, which registers as `user'.
+%% @doc The `-user' entry point: peer's channel handler over the node's stdin/stdout.
 -spec start() -> pid().
 start() ->
-    Handler = proc_lib:spawn(?MODULE, init, []),
-    %% registered here, not by the handler: user_sup looks for `user' as soon as this
-    %%  returns and, when it is not there yet, sleeps 100 ms before it looks again
-    true = register(user, Handler),
-    _ = proc_lib:spawn(?MODULE, watch, [Handler]),
+    persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
+    ok = inet_db:set_tcp_module(?MODULE),
+    Handler = peer:start(),
+    wait_for_user(Handler, erlang:monotonic_time(millisecond) + ?USER_WAIT_MS),
     Handler.
 
-%% @doc Halts the node when the channel handler dies: the node must not outlive its
-%% connection to the origin.
--spec watch(pid()) -> no_return().
-watch(Handler) ->
-    process_flag(trap_exit, true),
-    link(Handler),
-    receive
-        {'EXIT', Handler, _Reason} -> erlang:halt(1)
+%% The handler registers `user' once connected; user_sup would sleep 100 ms if it is not
+%%  there yet when start/0 returns.
+wait_for_user(Handler, Deadline) ->
+    case whereis(user) =:= undefined andalso is_process_alive(Handler)
+        andalso erlang:monotonic_time(millisecond) < Deadline of
+        true ->
+            receive after 1 -> ok end,
+            wait_for_user(Handler, Deadline);
+        false ->
+            ok
     end.
 
--spec init() -> no_return().
-init() ->
-    try
-        process_flag(trap_exit, true),
-        Tag = make_ref(),
-        {ok, Channel} = rpeer_nif:attach_stdio(Tag),
-        true = group_leader(self(), self()),
-        State = #agent{tag = Tag, channel = Channel},
-        _ = init:notify_when_started(self()) =:= started andalso to_origin({started, node()}, State),
-        loop(State)
-    catch
-        _:_ -> erlang:halt(1)
-    end.
+%%--------------------------------------------------------------------
+%% gen_tcp module
 
-loop(#agent{tag = Tag, channel = Channel, refs = Refs, calls = Calls} = State) ->
-    receive
-        %% I/O request of a process on this node: served by the origin's group leader
-        {io_request, From, ReplyAs, Request} when is_pid(From) ->
-            to_origin({io_request, From, ReplyAs, Request}, State),
-            loop(State);
-        %% a frame from the origin
-        {rpeer, Tag, {frame, Frame}} ->
-            ok = rpeer_nif:ack(Channel, 1),
-            loop(from_origin(binary_to_term(Frame), State));
-        %% stdin carries only frames; anything else is noise on the channel
-        {rpeer, Tag, {console, _Text}} ->
-            ok = rpeer_nif:ack(Channel, 1),
-            loop(State);
-        %% stdin closed: the origin is gone, stop the node
-        {rpeer, Tag, {closed, _Reason}} ->
-            erlang:halt(1);
-        %% the result of a call
-        {reply, Seq, Class, Reply} when is_map_key(Seq, Calls) ->
-            {CallerRef, Calls2} = maps:take(Seq, Calls),
-            erlang:demonitor(CallerRef, [flush]),
-            to_origin({reply, Seq, Class, Reply}, State),
-            loop(State#agent{refs = maps:remove(CallerRef, Refs), calls = Calls2});
-        %% a message for a process on the origin
-        {message, To, Content} ->
-            to_origin({message, To, Content}, State),
-            loop(State);
-        %% the process running a call died without replying (do_call catches everything,
-        %%  so it was killed)
-        {'DOWN', CallerRef, process, _, Reason} when is_map_key(CallerRef, Refs) ->
-            {Seq, Refs2} = maps:take(CallerRef, Refs),
-            to_origin({reply, Seq, crash, Reason}, State),
-            loop(State#agent{refs = Refs2, calls = maps:remove(Seq, Calls)});
-        {init, started} ->
-            to_origin({started, node()}, State),
-            loop(State);
-        _Other ->
-            loop(State)
-    end.
+%% @private
+-spec getaddrs(inet:socket_address() | inet:hostname(), term()) -> term().
+getaddrs(Address, Timer) ->
+    (default_tcp_module()):getaddrs(Address, Timer).
 
-from_origin({io_reply, From, FromRef, Reply}, State) ->
-    From ! {io_reply, FromRef, Reply},
-    State;
-from_origin({call, Seq, M, F, A}, #agent{refs = Refs, calls = Calls} = State) ->
-    CallerRef = do_call(Seq, M, F, A),
-    State#agent{refs = Refs#{CallerRef => Seq}, calls = Calls#{Seq => CallerRef}};
-from_origin({cast, M, F, A}, State) ->
-    %% a separate process, so that it cannot block further RPC
-    _ = spawn(fun () -> erlang:apply(M, F, A) end),
-    State;
-from_origin({message, Dest, Message}, State) ->
-    Dest ! Message,
-    State.
+%% @private
+-spec getserv(inet:port_number() | atom()) -> term().
+getserv(Port) ->
+    (default_tcp_module()):getserv(Port).
 
-do_call(Seq, M, F, A) ->
-    Proxy = self(),
-    {_, CallerRef} =
-        spawn_monitor(
-          fun () ->
-                  try
-                      Proxy ! {reply, Seq, ok, erlang:apply(M, F, A)}
-                  catch
-                      Class:Reason:Stack ->
-                          Proxy ! {reply, Seq, Class, {Reason, Stack}}
-                  end
-          end),
-    CallerRef.
+%% @private
+%% The connect of peer's channel handler (in its own process, which receives the
+%%  socket's messages): stdin and stdout become the socket.
+-spec connect(inet:ip_address(), inet:port_number(), list(), timeout()) -> term().
+connect({127, 0, 0, 1}, ?STDIO_PORT, _Opts, _Timeout) ->
+    ok = inet_db:set_tcp_module(default_tcp_module()),
+    Socket = {'$inet', ?MODULE, make_ref()},
+    case rpeer_nif:attach_stdio(Socket) of
+        {ok, Channel} ->
+            persistent_term:put({?MODULE, channel}, Channel),
+            {ok, Socket};
+        {error, _} = Error ->
+            Error
+    end;
+connect(Address, Port, Opts, Timeout) ->
+    (default_tcp_module()):connect(Address, Port, Opts, Timeout).
 
-to_origin(Term, #agent{channel = Channel}) ->
-    ok = rpeer_nif:send(Channel, term_to_binary(Term)).
+%% @private
+-spec send({'$inet', ?MODULE, reference()}, iodata()) -> ok | {error, closed}.
+send({'$inet', ?MODULE, _}, Packet) ->
+    rpeer_nif:send(channel(), iolist_to_binary(Packet)).
+
+%% @private
+%% peer asks for the next frame after each one it handled (`{active, once}').
+-spec setopts({'$inet', ?MODULE, reference()}, list()) -> ok.
+setopts({'$inet', ?MODULE, _}, [{active, once}]) ->
+    rpeer_nif:ack(channel(), 1).
+
+default_tcp_module() ->
+    persistent_term:get({?MODULE, default_tcp_module}).
+
+channel() ->
+    persistent_term:get({?MODULE, channel}).

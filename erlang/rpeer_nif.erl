@@ -74,11 +74,12 @@ expect_peer(_Channel, _Peer) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc The peer node's side of the standard_io channel (used by rpeer_agent): frames
-%% are read from this node's stdin and written to its stdout. Events: `{frame, Binary}',
-%% `{console, Binary}' (stdin bytes that are not frames), and `{closed, closed}' when
-%% stdin ends.
--spec attach_stdio(Tag :: term()) -> {ok, channel()} | {error, atom()}.
-attach_stdio(_Tag) ->
+%% are read from this node's stdin and written to its stdout. The caller receives them
+%% as from an active gen_tcp socket `Socket': `{tcp, Socket, Frame}', and
+%% `{tcp_closed, Socket}' when stdin ends; each frame is acknowledged with {@link ack/2}.
+%% Bytes on stdin that are not frames are dropped.
+-spec attach_stdio(Socket :: term()) -> {ok, channel()} | {error, atom()}.
+attach_stdio(_Socket) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Queues a frame (an external term format binary) for the peer. Never blocks.

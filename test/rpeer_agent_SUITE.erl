@@ -1,8 +1,9 @@
 %%% @doc
-%%% The fast peer side: standard_io peers started with `peer_side => rpeer' run
-%%% rpeer_agent (rpeer's Rust codec) instead of OTP's peer module on the peer node.
-%%% The same behaviours as with stock peer's peer side, plus its own guarantees: the
-%%% node halts when its channel ends or when the agent dies.
+%%% The fast peer side: standard_io peers started with `peer_side => rpeer' (the default
+%%% without `exec') run OTP's peer module over rpeer_agent, which gives it the node's
+%%% stdin/stdout as a socket coded by rpeer's Rust codec. The same behaviours as with
+%%% stock peer's peer side: the node halts when its channel ends or its channel handler
+%%% dies, and the node looks the same from inside.
 %%% @end
 -module(rpeer_agent_SUITE).
 
@@ -21,7 +22,10 @@
     stop_ends_the_os_process/0, stop_ends_the_os_process/1,
     killed_controller_halts_the_peer/0, killed_controller_halts_the_peer/1,
     dead_agent_halts_the_node/0, dead_agent_halts_the_node/1,
-    invalid_peer_side_is_rejected/0, invalid_peer_side_is_rejected/1
+    invalid_peer_side_is_rejected/0, invalid_peer_side_is_rejected/1,
+    default_peer_side_depends_on_exec/0, default_peer_side_depends_on_exec/1,
+    channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
+    gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1
 ]).
 
 suite() ->
@@ -35,7 +39,8 @@ groups() ->
                           io_reaches_the_group_leader, cast_and_messages_both_ways,
                           distributed_agent_peer, stop_ends_the_os_process,
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
-                          invalid_peer_side_is_rejected]}].
+                          invalid_peer_side_is_rejected, default_peer_side_depends_on_exec,
+                          channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer]}].
 
 start(Extra) ->
     rpeer:start_link(maps:merge(#{connection => standard_io, peer_side => rpeer}, Extra)).
@@ -174,3 +179,66 @@ invalid_peer_side_is_rejected() ->
 invalid_peer_side_is_rejected(Config) when is_list(Config) ->
     ?assertException(error, {peer_side, fast},
                      rpeer:start(#{connection => standard_io, peer_side => fast})).
+
+default_peer_side_depends_on_exec() ->
+    [{doc, "Without exec a standard_io peer codes its channel with rpeer's agent; with "
+      "exec (which may run where rpeer is not installed) with peer's own codec"}].
+
+default_peer_side_depends_on_exec(Config) when is_list(Config) ->
+    UserOf = fun (Options) ->
+                     {ok, Peer, _} = rpeer:start_link(Options#{connection => standard_io}),
+                     {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
+                     rpeer:stop(Peer),
+                     User
+             end,
+    Erl = os:find_executable("erl"),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{})),
+    ?assertEqual([["peer"]], UserOf(#{exec => Erl})),
+    ?assertEqual([["peer"]], UserOf(#{peer_side => peer})),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
+
+channel_handler_is_peers_own() ->
+    [{doc, "As OTP's peer_SUITE checks: the channel handler runs peer:io_server_loop, "
+      "peer_supervision is linked to it, and killing it halts the node"}].
+
+channel_handler_is_peers_own(Config) when is_list(Config) ->
+    erlang:is_alive() orelse throw({skip, "the origin is not distributed"}),
+    {ok, _Peer, Node} = start(#{name => rpeer:random_name(?FUNCTION_NAME)}),
+    true = monitor_node(Node, true),
+    InLoop = fun (Pid) ->
+                     case erpc:call(Node, erlang, process_info, [Pid, current_stacktrace]) of
+                         {current_stacktrace, Stack} ->
+                             lists:any(fun ({peer, io_server_loop, _, _}) -> true;
+                                           (_) -> false
+                                       end, Stack);
+                         undefined ->
+                             false
+                     end
+             end,
+    [Handler] = [Pid || Pid <- erpc:call(Node, erlang, processes, []), InLoop(Pid)],
+    ?assertEqual(Handler, erpc:call(Node, erlang, whereis, [user])),
+    PeerSup = erpc:call(Node, erlang, whereis, [peer_supervision]),
+    {links, Links} = erpc:call(Node, erlang, process_info, [PeerSup, links]),
+    ?assert(lists:member(Handler, Links)),
+    ok = erpc:cast(Node, erlang, exit, [Handler, kill]),
+    receive {nodedown, Node} -> ok after 5000 -> ct:fail(peer_did_not_halt) end.
+
+gen_tcp_is_untouched_on_the_peer() ->
+    [{doc, "The agent is gen_tcp's module only for the channel's own connect: afterwards "
+      "the peer's default tcp module is back and gen_tcp works as usual"}].
+
+gen_tcp_is_untouched_on_the_peer(Config) when is_list(Config) ->
+    {ok, Peer, _Node} = start(#{}),
+    ?assertEqual(inet_tcp, rpeer:call(Peer, inet_db, tcp_module, [])),
+    true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]),
+    Echo = fun () ->
+                   {ok, Listen} = gen_tcp:listen(0, [binary, {active, false}]),
+                   {ok, Port} = inet:port(Listen),
+                   {ok, Client} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
+                   {ok, Server} = gen_tcp:accept(Listen),
+                   ok = gen_tcp:send(Client, <<"over loopback">>),
+                   {ok, Got} = gen_tcp:recv(Server, 0),
+                   Got
+           end,
+    ?assertEqual(<<"over loopback">>, rpeer:call(Peer, erlang, apply, [Echo, []])),
+    rpeer:stop(Peer).

@@ -43,6 +43,7 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
         status: Some(spawned.status),
         shared: Arc::clone(&shared),
         delivering: true,
+        console: true,
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
@@ -54,7 +55,8 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
 }
 
 /// The peer node's side: frames are read from `input` (the node's stdin) and written to
-/// `output` (its stdout). Ends with `Closed(Eof)` when the input ends.
+/// `output` (its stdout). Ends with `Closed(Eof)` when the input ends. Only frames are
+/// delivered: the origin writes nothing else, so other bytes on stdin are noise.
 pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
     let shared = Shared::new()?;
     let (queue, frames) = channel::queue();
@@ -65,6 +67,7 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
         status: None,
         shared: Arc::clone(&shared),
         delivering: true,
+        console: false,
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
@@ -119,6 +122,8 @@ struct Reader {
     shared: Arc<Shared>,
     /// False once the owner is gone: the streams are still drained, not delivered.
     delivering: bool,
+    /// Whether text between frames on stdout is delivered (`Console`) or dropped.
+    console: bool,
 }
 
 impl Reader {
@@ -220,7 +225,8 @@ impl Reader {
 
     fn deliver_text(&mut self, sink: &mut impl Sink, event: Event) {
         let empty = matches!(&event, Event::Console(t) | Event::Stderr(t) if t.is_empty());
-        if !empty {
+        let dropped = matches!(&event, Event::Console(_)) && !self.console;
+        if !empty && !dropped {
             self.deliver(sink, event);
         }
     }

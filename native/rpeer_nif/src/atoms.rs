@@ -19,4 +19,6 @@ rustler::atoms! {
     detached,
     exec,
     undefined,
+    tcp,
+    tcp_closed,
 }

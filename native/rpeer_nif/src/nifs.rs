@@ -120,13 +120,15 @@ fn listen<'a>(
 }
 
 /// The peer node's side of the standard_io channel (rpeer's agent): frames come from
-/// this node's stdin and go to its stdout. Events go to the caller as
-/// `{rpeer, Tag, Event}`; the end of stdin is `{closed, closed}`.
+/// this node's stdin and go to its stdout. The caller gets them as an active-once
+/// gen_tcp socket `Socket` would deliver them: `{tcp, Socket, Frame}`, and
+/// `{tcp_closed, Socket}` when stdin ends; acknowledging a frame is the next
+/// `{active, once}`.
 #[rustler::nif]
-fn attach_stdio<'a>(env: Env<'a>, tag: Term<'a>) -> Term<'a> {
+fn attach_stdio<'a>(env: Env<'a>, socket: Term<'a>) -> Term<'a> {
     let attached = sys::reopen_std(0, false).and_then(|input| {
         let output = sys::reopen_std(1, true)?;
-        stdio::attach(input, output, ProcessSink::new(env.pid(), tag))
+        stdio::attach(input, output, ProcessSink::socket(env.pid(), socket))
     });
     match attached {
         Ok(channel) => (atoms::ok(), owned_resource(env, channel)).encode(env),

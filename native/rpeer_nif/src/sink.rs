@@ -1,4 +1,5 @@
-//! Delivers channel events to the owner as `{rpeer, Tag, Event}` messages, from the
+//! Delivers channel events to the owner as `{rpeer, Tag, Event}` messages, or, for the
+//! peer side's channel, as the messages of an active-once gen_tcp socket; from the
 //! channel's own threads (never a VM thread, where `send_and_clear` would panic).
 
 use crate::atoms;
@@ -14,10 +15,29 @@ pub struct ProcessSink {
     tag_env: OwnedEnv,
     tag: SavedTerm,
     msg_env: OwnedEnv,
+    shape: Shape,
+}
+
+/// What the messages look like.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `{rpeer, Tag, Event}` for every event.
+    Tagged,
+    /// `{tcp, Tag, Frame}` for a frame and `{tcp_closed, Tag}` when the channel ends, as a
+    /// gen_tcp socket `Tag` would send (OTP's peer module reads its channel so).
+    Socket,
 }
 
 impl ProcessSink {
     pub fn new(owner: LocalPid, tag: Term) -> Self {
+        Self::with_shape(owner, tag, Shape::Tagged)
+    }
+
+    pub fn socket(owner: LocalPid, socket: Term) -> Self {
+        Self::with_shape(owner, socket, Shape::Socket)
+    }
+
+    fn with_shape(owner: LocalPid, tag: Term, shape: Shape) -> Self {
         let tag_env = OwnedEnv::new();
         let tag = tag_env.save(tag);
         ProcessSink {
@@ -25,6 +45,7 @@ impl ProcessSink {
             tag_env,
             tag,
             msg_env: OwnedEnv::new(),
+            shape,
         }
     }
 }
@@ -36,12 +57,29 @@ impl Sink for ProcessSink {
             tag_env,
             tag,
             msg_env,
+            shape,
         } = self;
+        let shape = *shape;
+        if let Shape::Socket = shape {
+            if !matches!(event, Event::Frame(_) | Event::Closed(_) | Event::Failed(_)) {
+                // Nothing else happens on the peer side's channel.
+                return true;
+            }
+        }
         tag_env.run(|tenv| {
             let tag = tag.load(tenv);
             msg_env
                 .send_and_clear(owner, |env| {
-                    (atoms::rpeer(), tag.in_env(env), encode_event(env, event)).encode(env)
+                    let tag = tag.in_env(env);
+                    match (shape, event) {
+                        (Shape::Tagged, event) => {
+                            (atoms::rpeer(), tag, encode_event(env, event)).encode(env)
+                        }
+                        (Shape::Socket, Event::Frame(payload)) => {
+                            (atoms::tcp(), tag, payload_binary(env, payload)).encode(env)
+                        }
+                        (Shape::Socket, _end) => (atoms::tcp_closed(), tag).encode(env),
+                    }
                 })
                 .is_ok()
         })
