@@ -100,11 +100,12 @@
           post_process_args =>
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
           peer_side => peer | rpeer,          %% how the peer node (OTP's peer module in both cases)
-                                              %%  codes the standard_io channel: `rpeer' with rpeer's
-                                              %%  Rust codec (rpeer_agent; rpeer's code path is added
-                                              %%  to the command line; the default without `exec'),
-                                              %%  `peer' with peer's own Erlang codec (nothing needed
-                                              %%  where the peer runs; the default with `exec')
+                                              %%  codes the standard_io channel: `peer' with peer's
+                                              %%  own Erlang codec (the default: boots as fast as
+                                              %%  stock, nothing needed where the peer runs) or
+                                              %%  `rpeer' with rpeer's Rust codec (rpeer_agent,
+                                              %%  50-100x faster; rpeer's code path is added to the
+                                              %%  command line, so its files must be there)
           env => [{string(), string() | false}],  %% additional environment variables (false unsets)
           wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
           shutdown => close |                 %% close supervision channel
@@ -985,7 +986,7 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                stdio_user(peer_side(Options));
+                stdio_user(maps:get(peer_side, Options, peer));
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
@@ -996,12 +997,6 @@ command_line(Listen, Options) ->
     %% build command line
     {Exec, PreArgs} = exec(Options),
     {Exec, PreArgs ++ NameArg ++ StartCmd ++ CmdOpts}.
-
-%% A peer started by this node's own erl has rpeer's code at the same path; through an
-%%  `exec' (ssh, a container, another release) it may not.
-peer_side(#{peer_side := Side}) -> Side;
-peer_side(#{exec := _}) -> peer;
-peer_side(#{}) -> rpeer.
 
 %% The peer side of a standard_io connection: OTP's peer module, coding frames itself or
 %%  through rpeer's agent (from the code path this node runs rpeer from), which gives it

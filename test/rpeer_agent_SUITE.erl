@@ -1,6 +1,6 @@
 %%% @doc
-%%% The fast peer side: standard_io peers started with `peer_side => rpeer' (the default
-%%% without `exec') run OTP's peer module over rpeer_agent, which gives it the node's
+%%% The fast peer side: standard_io peers started with `peer_side => rpeer' run OTP's
+%%% peer module over rpeer_agent, which gives it the node's
 %%% stdin/stdout as a socket coded by rpeer's Rust codec. The same behaviours as with
 %%% stock peer's peer side: the node halts when its channel ends or its channel handler
 %%% dies, and the node looks the same from inside.
@@ -23,7 +23,7 @@
     killed_controller_halts_the_peer/0, killed_controller_halts_the_peer/1,
     dead_agent_halts_the_node/0, dead_agent_halts_the_node/1,
     invalid_peer_side_is_rejected/0, invalid_peer_side_is_rejected/1,
-    default_peer_side_depends_on_exec/0, default_peer_side_depends_on_exec/1,
+    peer_side_chooses_the_peers_codec/0, peer_side_chooses_the_peers_codec/1,
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
     gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1
 ]).
@@ -39,7 +39,7 @@ groups() ->
                           io_reaches_the_group_leader, cast_and_messages_both_ways,
                           distributed_agent_peer, stop_ends_the_os_process,
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
-                          invalid_peer_side_is_rejected, default_peer_side_depends_on_exec,
+                          invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
                           channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer]}].
 
 start(Extra) ->
@@ -180,11 +180,11 @@ invalid_peer_side_is_rejected(Config) when is_list(Config) ->
     ?assertException(error, {peer_side, fast},
                      rpeer:start(#{connection => standard_io, peer_side => fast})).
 
-default_peer_side_depends_on_exec() ->
-    [{doc, "Without exec a standard_io peer codes its channel with rpeer's agent; with "
-      "exec (which may run where rpeer is not installed) with peer's own codec"}].
+peer_side_chooses_the_peers_codec() ->
+    [{doc, "By default a standard_io peer codes its channel with peer's own codec, as "
+      "stock (-user peer); peer_side => rpeer gives it rpeer's agent, with or without exec"}].
 
-default_peer_side_depends_on_exec(Config) when is_list(Config) ->
+peer_side_chooses_the_peers_codec(Config) when is_list(Config) ->
     UserOf = fun (Options) ->
                      {ok, Peer, _} = rpeer:start_link(Options#{connection => standard_io}),
                      {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
@@ -192,9 +192,9 @@ default_peer_side_depends_on_exec(Config) when is_list(Config) ->
                      User
              end,
     Erl = os:find_executable("erl"),
-    ?assertEqual([["rpeer_agent"]], UserOf(#{})),
-    ?assertEqual([["peer"]], UserOf(#{exec => Erl})),
+    ?assertEqual([["peer"]], UserOf(#{})),
     ?assertEqual([["peer"]], UserOf(#{peer_side => peer})),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{peer_side => rpeer})),
     ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
 
 channel_handler_is_peers_own() ->
