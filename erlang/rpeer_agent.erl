@@ -55,12 +55,18 @@ wait_for_user(Handler, Deadline) ->
 %% gen_tcp module
 
 %% @private
+%% The channel's own address and port are answered here: the default module (inet_tcp)
+%%  is then not loaded during the boot only for this.
 -spec getaddrs(inet:socket_address() | inet:hostname(), term()) -> term().
+getaddrs({127, 0, 0, 1} = Loopback, _Timer) ->
+    {ok, [Loopback]};
 getaddrs(Address, Timer) ->
     (default_tcp_module()):getaddrs(Address, Timer).
 
 %% @private
 -spec getserv(inet:port_number() | atom()) -> term().
+getserv(?STDIO_PORT) ->
+    {ok, ?STDIO_PORT};
 getserv(Port) ->
     (default_tcp_module()):getserv(Port).
 
