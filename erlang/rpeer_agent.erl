@@ -6,11 +6,12 @@
 %%
 %% The peer node starts with `-user rpeer_agent -origin 127.0.0.1 0' (rpeer adds its
 %% code path). start/0, the `-user' entry point, makes this module the node's default
-%% gen_tcp module for one connect and calls `peer:start()'. Seeing `-origin Ip Port',
+%% gen_tcp module for one connect (and the inet backend, if the node chose `socket',
+%% which would not ask the module) and calls `peer:start()'. Seeing `-origin Ip Port',
 %% peer connects "over tcp" through gen_tcp; this module answers the connect to port 0
 %% with a socket of its own, `{'$inet', rpeer_agent, Ref}', whose frames are the node's
 %% stdin and stdout, encoded by `rpeer_nif:attach_stdio/1' on its own threads; then it
-%% gives the default module back. From there on peer's channel handler
+%% gives the defaults back. From there on peer's channel handler
 %% (`peer:io_server_loop/5') serves calls, I/O and messages exactly as with stock peer,
 %% its `peer_supervision' halts the node if the handler dies, and the end of stdin is
 %% `tcp_closed', on which peer halts the node.
@@ -29,12 +30,21 @@
 -define(STDIO_PORT, 0).
 %% user_sup waits for `user' in steps of 100 ms: start/0 returns once it is there.
 -define(USER_WAIT_MS, 10000).
+%% gen_tcp's backend, set by inet_db from the kernel parameter inet_backend.
+-define(INET_BACKEND, {kernel, inet_backend}).
 
 %% @doc The `-user' entry point: peer's channel handler over the node's stdin/stdout.
 -spec start() -> pid().
 start() ->
     persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
     ok = inet_db:set_tcp_module(?MODULE),
+    case persistent_term:get(?INET_BACKEND, inet) of
+        inet ->
+            ok;
+        Backend ->
+            persistent_term:put({?MODULE, inet_backend}, Backend),
+            persistent_term:put(?INET_BACKEND, inet)
+    end,
     Handler = peer:start(),
     wait_for_user(Handler, erlang:monotonic_time(millisecond) + ?USER_WAIT_MS),
     Handler.
@@ -76,6 +86,10 @@ getserv(Port) ->
 -spec connect(inet:ip_address(), inet:port_number(), list(), timeout()) -> term().
 connect({127, 0, 0, 1}, ?STDIO_PORT, _Opts, _Timeout) ->
     ok = inet_db:set_tcp_module(default_tcp_module()),
+    case persistent_term:get({?MODULE, inet_backend}, undefined) of
+        undefined -> ok;
+        Backend -> persistent_term:put(?INET_BACKEND, Backend)
+    end,
     Socket = {'$inet', ?MODULE, make_ref()},
     case rpeer_nif:attach_stdio(Socket) of
         {ok, Channel} ->

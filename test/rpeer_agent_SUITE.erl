@@ -25,7 +25,8 @@
     invalid_peer_side_is_rejected/0, invalid_peer_side_is_rejected/1,
     peer_side_chooses_the_peers_codec/0, peer_side_chooses_the_peers_codec/1,
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
-    gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1
+    gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1,
+    socket_backend_is_kept/0, socket_backend_is_kept/1
 ]).
 
 suite() ->
@@ -40,7 +41,8 @@ groups() ->
                           distributed_agent_peer, stop_ends_the_os_process,
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
                           invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
-                          channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer]}].
+                          channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer,
+                          socket_backend_is_kept]}].
 
 start(Extra) ->
     rpeer:start_link(maps:merge(#{connection => standard_io, peer_side => rpeer}, Extra)).
@@ -241,4 +243,14 @@ gen_tcp_is_untouched_on_the_peer(Config) when is_list(Config) ->
                    Got
            end,
     ?assertEqual(<<"over loopback">>, rpeer:call(Peer, erlang, apply, [Echo, []])),
+    rpeer:stop(Peer).
+
+socket_backend_is_kept() ->
+    [{doc, "A peer whose gen_tcp backend is socket (-kernel inet_backend socket) boots "
+      "with the agent and keeps that backend"}].
+
+socket_backend_is_kept(Config) when is_list(Config) ->
+    {ok, Peer, _Node} = start(#{args => ["-kernel", "inet_backend", "socket"]}),
+    ?assertEqual(socket, rpeer:call(Peer, persistent_term, get, [{kernel, inet_backend}])),
+    ?assertEqual('nonode@nohost', rpeer:call(Peer, erlang, node, [])),
     rpeer:stop(Peer).
