@@ -49,18 +49,10 @@ start(Extra) ->
 
 %% Waits until Fun() is true, for up to 10 s.
 wait_until(Fun) ->
-    wait_until(Fun, 200).
-
-wait_until(_Fun, 0) ->
-    ct:fail(condition_never_true);
-wait_until(Fun, Tries) ->
-    case Fun() of
-        true -> ok;
-        false -> ct:sleep(50), wait_until(Fun, Tries - 1)
-    end.
+    rpeer_test_lib:wait_until(Fun, 10000).
 
 os_pid_alive(OsPid) ->
-    os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") =:= "alive\n".
+    rpeer_test_lib:os_pid_alive(OsPid).
 
 %%--------------------------------------------------------------------
 

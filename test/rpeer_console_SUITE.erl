@@ -234,15 +234,7 @@ last_output_of_a_running_peer(Config) when is_list(Config) ->
     rpeer:stop(Peer).
 
 wait_until(Fun) ->
-    wait_until(Fun, 100).
-
-wait_until(_Fun, 0) ->
-    ct:fail(condition_never_true);
-wait_until(Fun, Tries) ->
-    case Fun() of
-        true -> ok;
-        false -> ct:sleep(50), wait_until(Fun, Tries - 1)
-    end.
+    rpeer_test_lib:wait_until(Fun, 5000).
 
 %%--------------------------------------------------------------------
 %% Boot failures
