@@ -1005,7 +1005,7 @@ stdio_user(peer) ->
     ["-user", "peer"];
 stdio_user(rpeer) ->
     Ebin = filename:dirname(code:where_is_file("rpeer_agent.beam")),
-    ["-pa", Ebin, "-user", "rpeer_agent", "-origin", "127.0.0.1", "0"].
+    ["-pa", Ebin | rpeer_agent:user_args()].
 
 exec(#{exec := Prog}) when is_list(Prog) ->
     {Prog, []};

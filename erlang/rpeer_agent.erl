@@ -21,17 +21,25 @@
 %% @end
 -module(rpeer_agent).
 
--export([start/0]).
+-export([start/0, user_args/0]).
 
 %% The gen_tcp module interface (inet_db tcp_module) and the module socket's functions.
 -export([getaddrs/2, getserv/1, connect/4, send/2, setopts/2]).
 
-%% The port in `-origin' that means this node's standard I/O.
+%% The address and port in `-origin' that mean this node's standard I/O.
+-define(STDIO_ADDRESS, {127, 0, 0, 1}).
 -define(STDIO_PORT, 0).
 %% user_sup waits for `user' in steps of 100 ms: start/0 returns once it is there.
 -define(USER_WAIT_MS, 10000).
 %% gen_tcp's backend, set by inet_db from the kernel parameter inet_backend.
 -define(INET_BACKEND, {kernel, inet_backend}).
+
+%% @doc The peer's command line arguments that start it with the agent (the origin adds
+%% rpeer's code path).
+-spec user_args() -> [string()].
+user_args() ->
+    ["-user", atom_to_list(?MODULE),
+     "-origin", inet:ntoa(?STDIO_ADDRESS), integer_to_list(?STDIO_PORT)].
 
 %% @doc The `-user' entry point: peer's channel handler over the node's stdin/stdout.
 -spec start() -> pid().
@@ -68,8 +76,8 @@ wait_for_user(Handler, Deadline) ->
 %% The channel's own address and port are answered here: the default module (inet_tcp)
 %%  is then not loaded during the boot only for this.
 -spec getaddrs(inet:socket_address() | inet:hostname(), term()) -> term().
-getaddrs({127, 0, 0, 1} = Loopback, _Timer) ->
-    {ok, [Loopback]};
+getaddrs(?STDIO_ADDRESS, _Timer) ->
+    {ok, [?STDIO_ADDRESS]};
 getaddrs(Address, Timer) ->
     (default_tcp_module()):getaddrs(Address, Timer).
 
@@ -84,7 +92,7 @@ getserv(Port) ->
 %% The connect of peer's channel handler (in its own process, which receives the
 %%  socket's messages): stdin and stdout become the socket.
 -spec connect(inet:ip_address(), inet:port_number(), list(), timeout()) -> term().
-connect({127, 0, 0, 1}, ?STDIO_PORT, _Opts, _Timeout) ->
+connect(?STDIO_ADDRESS, ?STDIO_PORT, _Opts, _Timeout) ->
     ok = inet_db:set_tcp_module(default_tcp_module()),
     case persistent_term:get({?MODULE, inet_backend}, undefined) of
         undefined -> ok;
