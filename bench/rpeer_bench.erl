@@ -138,7 +138,7 @@ boot(#{boot_n := N}) ->
                 lower, median_of(Boot)),
             row(io_lib:format("stop, until the peer's OS processes are gone (median of ~b)", [N]),
                 Mode, ms, lower, median_of(Stop))]
-       end || Mode <- [dist, standard_io, standard_io_agent, tcp]]).
+       end || Mode <- [dist, standard_io, standard_io_peer_codec, tcp]]).
 
 boot_once(Impl, Mode) ->
     OsTag = os_tag(),
@@ -168,7 +168,7 @@ latency(#{calls := Calls}) ->
            progress("latency ~p: p50 ~s", [Mode, brief(P50, us)]),
            [row(io_lib:format("small call erlang:node(), p50 (~b calls)", [Calls]), Mode, us, lower, P50),
             row(io_lib:format("small call erlang:node(), p99 (~b calls)", [Calls]), Mode, us, lower, P99)]
-       end || Mode <- [standard_io, standard_io_agent, tcp]]).
+       end || Mode <- [standard_io, standard_io_peer_codec, tcp]]).
 
 latency_case(Mode, Calls) ->
     Peers = start_peers(Mode),
@@ -212,7 +212,7 @@ throughput(#{sizes := Sizes, tput_reps := Reps}) ->
     Block = rand:bytes(?BLOCK_SIZE),
     Results =
         [{Mode, isolate(fun () -> throughput_case(Mode, Sizes, Reps, Block) end, 3600000)}
-         || Mode <- [standard_io, standard_io_agent, tcp]],
+         || Mode <- [standard_io, standard_io_peer_codec, tcp]],
     _ = erlang:system_monitor(undefined),
     Collector ! {get, self()},
     Events = receive {events, Es} -> Es after 10000 -> [] end,
@@ -434,7 +434,7 @@ record_locations(Mode, L) ->
 %% console output forwarded from the peer
 
 console(#{lines := N, console_reps := Reps}) ->
-    Cases = [{standard_io, put_chars}, {standard_io, display}, {standard_io_agent, put_chars},
+    Cases = [{standard_io, put_chars}, {standard_io, display}, {standard_io_peer_codec, put_chars},
              {tcp, put_chars}],
     lists:append(
       [begin
@@ -677,9 +677,9 @@ decode_port_data(<<Char:8, Rest/binary>>, Str, Bin) ->
 
 opts(dist) -> #{name => peer:random_name(bench)};
 opts(standard_io) -> #{connection => standard_io};
-%% rpeer with its agent (rpeer's codec) on the peer side; stock peer ignores the option
-%%  (same as standard_io)
-opts(standard_io_agent) -> #{connection => standard_io, peer_side => rpeer};
+%% rpeer with peer's own Erlang codec on the peer side (its default with exec) instead of
+%%  its agent; stock peer ignores the option (same as standard_io)
+opts(standard_io_peer_codec) -> #{connection => standard_io, peer_side => peer};
 opts(tcp) -> #{connection => 0}.
 
 %% Options with an extra (ignored) argument that marks the peer's OS processes.

@@ -22,7 +22,7 @@ main(Args) ->
                  [] -> 500
              end,
     Modes = [#{connection => standard_io},
-             #{connection => standard_io, peer_side => rpeer},
+             #{connection => standard_io, peer_side => peer},
              #{connection => 0},
              #{name => dist}],
     %% warm-up: one cycle per mode
@@ -36,7 +36,7 @@ main(Args) ->
     timer:sleep(500),
     After = figures(),
     io:format("~nrpeer soak: ~b start/stop cycles across standard_io, standard_io with "
-              "peer_side => rpeer, tcp and dist, in ~.1f s~n~n", [Cycles, Elapsed / 1000]),
+              "peer_side => peer, tcp and dist, in ~.1f s~n~n", [Cycles, Elapsed / 1000]),
     io:format("| figure | before | after | growth | bound |~n|---|---|---|---|---|~n"),
     Checks = [check("open file descriptors", fds, Before, After, ?MAX_FD_GROWTH),
               check("OS threads", threads, Before, After, ?MAX_THREAD_GROWTH),

@@ -100,12 +100,13 @@
           post_process_args =>
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
           peer_side => peer | rpeer,          %% how the peer node (OTP's peer module in both cases)
-                                              %%  codes the standard_io channel: `peer' with peer's
-                                              %%  own Erlang codec (the default: boots as fast as
-                                              %%  stock, nothing needed where the peer runs) or
-                                              %%  `rpeer' with rpeer's Rust codec (rpeer_agent,
-                                              %%  50-100x faster; rpeer's code path is added to the
-                                              %%  command line, so its files must be there)
+                                              %%  codes the standard_io channel: `rpeer' with
+                                              %%  rpeer's Rust codec (rpeer_agent, 50-100x faster;
+                                              %%  rpeer's code path is added to the command line,
+                                              %%  so its files must be there: the default without
+                                              %%  exec) or `peer' with peer's own Erlang codec
+                                              %%  (nothing needed where the peer runs: the
+                                              %%  default with exec)
           env => [{string(), string() | false}],  %% additional environment variables (false unsets)
           wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
           shutdown => close |                 %% close supervision channel
@@ -743,6 +744,11 @@ verify_args(Options) ->
     case maps:find(peer_side, Options) of
         {ok, Side} when Side =/= peer, Side =/= rpeer ->
             error({peer_side, Side});
+        {ok, rpeer} when map_get(connection, Options) =:= standard_io ->
+            case agent_ebin() of
+                {ok, _} -> ok;
+                error -> error({peer_side, {rpeer, agent_not_installed}})
+            end;
         _ ->
             ok
     end.
@@ -986,7 +992,7 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                stdio_user(maps:get(peer_side, Options, peer));
+                stdio_user(peer_side(Options));
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
@@ -999,13 +1005,47 @@ command_line(Listen, Options) ->
     {Exec, PreArgs ++ NameArg ++ StartCmd ++ CmdOpts}.
 
 %% The peer side of a standard_io connection: OTP's peer module, coding frames itself or
-%%  through rpeer's agent (from the code path this node runs rpeer from), which gives it
-%%  the node's standard I/O as a socket (see rpeer_agent).
+%%  through rpeer's agent, which gives it the node's standard I/O as a socket (see
+%%  rpeer_agent). The agent is the default for a peer on this host (no exec), which loads
+%%  it from the directory this node loads rpeer from, unless the peer's args choose a code
+%%  loading mode that would not load it (embedded, minimal); a peer started through exec
+%%  may run where rpeer is not installed.
+peer_side(#{peer_side := Side}) ->
+    Side;
+peer_side(#{exec := _}) ->
+    peer;
+peer_side(Options) ->
+    case loads_on_demand(maps:get(args, Options, [])) andalso agent_ebin() =/= error of
+        true -> rpeer;
+        false -> peer
+    end.
+
+loads_on_demand(["-mode", Mode | _]) when Mode =/= "interactive" ->
+    false;
+loads_on_demand([_ | Args]) ->
+    loads_on_demand(Args);
+loads_on_demand([]) ->
+    true.
+
 stdio_user(peer) ->
     ["-user", "peer"];
 stdio_user(rpeer) ->
-    Ebin = filename:dirname(code:where_is_file("rpeer_agent.beam")),
+    {ok, Ebin} = agent_ebin(),
     ["-pa", Ebin | rpeer_agent:user_args()].
+
+%% The directory of rpeer's beam files, if they are plain files (not in an archive) that
+%%  a peer on this host can load.
+agent_ebin() ->
+    case code:which(rpeer_agent) of
+        Beam when is_list(Beam) ->
+            Ebin = filename:dirname(Beam),
+            case filelib:is_dir(Ebin) of
+                true -> {ok, Ebin};
+                false -> error
+            end;
+        _ ->
+            error
+    end.
 
 exec(#{exec := Prog}) when is_list(Prog) ->
     {Prog, []};

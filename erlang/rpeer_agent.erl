@@ -23,6 +23,9 @@
 
 -export([start/0, user_args/0]).
 
+%% The error handler of start/0's call to peer:start().
+-export([undefined_function/3, undefined_lambda/3]).
+
 %% The gen_tcp module interface (inet_db tcp_module) and the module socket's functions.
 -export([getaddrs/2, getserv/1, connect/4, send/2, setopts/2]).
 
@@ -45,6 +48,7 @@ user_args() ->
 -spec start() -> pid().
 start() ->
     persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
+    persistent_term:put({?MODULE, starter}, self()),
     ok = inet_db:set_tcp_module(?MODULE),
     case persistent_term:get(?INET_BACKEND, inet) of
         inet ->
@@ -53,21 +57,54 @@ start() ->
             persistent_term:put({?MODULE, inet_backend}, Backend),
             persistent_term:put(?INET_BACKEND, inet)
     end,
-    Handler = peer:start(),
-    wait_for_user(Handler, erlang:monotonic_time(millisecond) + ?USER_WAIT_MS),
+    ErrorHandler = process_flag(error_handler, ?MODULE),
+    Handler = try
+                  peer:start()
+              after
+                  process_flag(error_handler, ErrorHandler)
+              end,
+    wait_for_user(Handler),
     Handler.
 
-%% The handler registers `user' once connected; user_sup would sleep 100 ms if it is not
-%%  there yet when start/0 returns.
-wait_for_user(Handler, Deadline) ->
-    case whereis(user) =:= undefined andalso is_process_alive(Handler)
-        andalso erlang:monotonic_time(millisecond) < Deadline of
+%% user_sup sleeps 100 ms if `user' is not registered when start/0 returns: wait for the
+%%  handler's connect (connect/4 says so), after which it registers at once.
+wait_for_user(Handler) ->
+    MRef = monitor(process, Handler),
+    receive
+        {?MODULE, connected} ->
+            demonitor(MRef, [flush]),
+            wait_registered(Handler);
+        {'DOWN', MRef, process, Handler, _} ->
+            ok
+    after ?USER_WAIT_MS ->
+            demonitor(MRef, [flush])
+    end.
+
+wait_registered(Handler) ->
+    case whereis(user) =:= undefined andalso is_process_alive(Handler) of
         true ->
-            receive after 1 -> ok end,
-            wait_for_user(Handler, Deadline);
+            erlang:yield(),
+            wait_registered(Handler);
         false ->
             ok
     end.
+
+%% @private
+%% The error handler while peer:start() runs. peer's tcp path splits the `-origin'
+%%  addresses with string:lexemes/2, which ends every scan with unicode_util:cp([]) or
+%%  unicode_util:gc([]): loading unicode_util (650 KB) only for that would cost ~15 ms,
+%%  a tenth of the boot, and nothing else in the boot needs it. Both calls answer `[]'
+%%  (what unicode_util answers); every other undefined function loads as usual.
+-spec undefined_function(module(), atom(), list()) -> term().
+undefined_function(unicode_util, Function, [[]]) when Function =:= cp; Function =:= gc ->
+    [];
+undefined_function(Module, Function, Args) ->
+    error_handler:undefined_function(Module, Function, Args).
+
+%% @private
+-spec undefined_lambda(module(), fun(), list()) -> term().
+undefined_lambda(Module, Fun, Args) ->
+    error_handler:undefined_lambda(Module, Fun, Args).
 
 %%--------------------------------------------------------------------
 %% gen_tcp module
@@ -102,6 +139,7 @@ connect(?STDIO_ADDRESS, ?STDIO_PORT, _Opts, _Timeout) ->
     case rpeer_nif:attach_stdio(Socket) of
         {ok, Channel} ->
             persistent_term:put({?MODULE, channel}, Channel),
+            persistent_term:get({?MODULE, starter}) ! {?MODULE, connected},
             {ok, Socket};
         {error, _} = Error ->
             Error

@@ -26,7 +26,8 @@
     peer_side_chooses_the_peers_codec/0, peer_side_chooses_the_peers_codec/1,
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
     gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1,
-    socket_backend_is_kept/0, socket_backend_is_kept/1
+    socket_backend_is_kept/0, socket_backend_is_kept/1,
+    boot_skips_unicode_util_only/0, boot_skips_unicode_util_only/1
 ]).
 
 suite() ->
@@ -42,7 +43,7 @@ groups() ->
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
                           invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
                           channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer,
-                          socket_backend_is_kept]}].
+                          socket_backend_is_kept, boot_skips_unicode_util_only]}].
 
 start(Extra) ->
     rpeer:start_link(maps:merge(#{connection => standard_io, peer_side => rpeer}, Extra)).
@@ -175,8 +176,10 @@ invalid_peer_side_is_rejected(Config) when is_list(Config) ->
                      rpeer:start(#{connection => standard_io, peer_side => fast})).
 
 peer_side_chooses_the_peers_codec() ->
-    [{doc, "By default a standard_io peer codes its channel with peer's own codec, as "
-      "stock (-user peer); peer_side => rpeer gives it rpeer's agent, with or without exec"}].
+    [{doc, "By default a standard_io peer on this host runs rpeer's agent "
+      "(-user rpeer_agent); one started through exec, or in a mode that loads no module "
+      "on demand (embedded, minimal), peer's own codec as stock (-user peer); peer_side "
+      "chooses either, with or without exec"}].
 
 peer_side_chooses_the_peers_codec(Config) when is_list(Config) ->
     UserOf = fun (Options) ->
@@ -186,7 +189,11 @@ peer_side_chooses_the_peers_codec(Config) when is_list(Config) ->
                      User
              end,
     Erl = os:find_executable("erl"),
-    ?assertEqual([["peer"]], UserOf(#{})),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{})),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{args => ["-mode", "interactive"]})),
+    ?assertEqual([["peer"]], UserOf(#{exec => Erl})),
+    ?assertEqual([["peer"]], UserOf(#{args => ["-mode", "embedded"]})),
+    ?assertEqual([["peer"]], UserOf(#{args => ["-mode", "minimal"]})),
     ?assertEqual([["peer"]], UserOf(#{peer_side => peer})),
     ?assertEqual([["rpeer_agent"]], UserOf(#{peer_side => rpeer})),
     ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
@@ -246,3 +253,20 @@ socket_backend_is_kept(Config) when is_list(Config) ->
     ?assertEqual(socket, rpeer:call(Peer, persistent_term, get, [{kernel, inet_backend}])),
     ?assertEqual('nonode@nohost', rpeer:call(Peer, erlang, node, [])),
     rpeer:stop(Peer).
+
+boot_skips_unicode_util_only() ->
+    [{doc, "The agent's boot does not load unicode_util for peer's address split, and "
+      "leaves no trace of how: user_sup has the default error handler, and unicode_util "
+      "and string work on the peer as usual"}].
+
+boot_skips_unicode_util_only(Config) when is_list(Config) ->
+    {ok, Peer, _Node} = start(#{}),
+    ?assertEqual(false, rpeer:call(Peer, code, is_loaded, [unicode_util])),
+    [UserSup] = [Pid || {user, Pid, _, _} <- rpeer:call(Peer, supervisor, which_children,
+                                                         [kernel_sup])],
+    ?assertEqual({error_handler, error_handler},
+                 rpeer:call(Peer, erlang, process_info, [UserSup, error_handler])),
+    ?assertEqual(["a", "b"], rpeer:call(Peer, string, lexemes, ["a,b", ","])),
+    ?assertEqual([$a | "b"], rpeer:call(Peer, unicode_util, cp, ["ab"])),
+    ?assertMatch({file, _}, rpeer:call(Peer, code, is_loaded, [unicode_util])),
+    ok = rpeer:stop(Peer).

@@ -70,7 +70,7 @@ read_pids(File, Tries) ->
 -spec origin_main([string()]) -> no_return().
 origin_main([File]) ->
     Modes = [#{connection => standard_io},
-             #{connection => standard_io, peer_side => rpeer},
+             #{connection => standard_io, peer_side => peer},
              #{connection => 0},
              #{name => rpeer:random_name(orphan_dist)}],
     Pids = [begin
