@@ -7,7 +7,8 @@
 %% The peer node starts with `-user rpeer_agent -origin 127.0.0.1 0' (rpeer adds its
 %% code path). start/0, the `-user' entry point, makes this module the node's default
 %% gen_tcp module for one connect (and the inet backend, if the node chose `socket',
-%% which would not ask the module) and calls `peer:start()'. Seeing `-origin Ip Port',
+%% which would not ask the module) and calls `peer:start()' (with itself as error
+%% handler, which spares the boot loading `string', see undefined_function/3). Seeing `-origin Ip Port',
 %% peer connects "over tcp" through gen_tcp; this module answers the connect to port 0
 %% with a socket of its own, `{'$inet', rpeer_agent, Ref}', whose frames are the node's
 %% stdin and stdout, encoded by `rpeer_nif:attach_stdio/1' on its own threads; then it
@@ -31,6 +32,7 @@
 
 %% The address and port in `-origin' that mean this node's standard I/O.
 -define(STDIO_ADDRESS, {127, 0, 0, 1}).
+-define(STDIO_ADDRESS_STRING, "127.0.0.1").
 -define(STDIO_PORT, 0).
 %% user_sup waits for `user' in steps of 100 ms: start/0 returns once it is there.
 -define(USER_WAIT_MS, 10000).
@@ -42,7 +44,7 @@
 -spec user_args() -> [string()].
 user_args() ->
     ["-user", atom_to_list(?MODULE),
-     "-origin", inet:ntoa(?STDIO_ADDRESS), integer_to_list(?STDIO_PORT)].
+     "-origin", ?STDIO_ADDRESS_STRING, integer_to_list(?STDIO_PORT)].
 
 %% @doc The `-user' entry point: peer's channel handler over the node's stdin/stdout.
 -spec start() -> pid().
@@ -91,13 +93,13 @@ wait_registered(Handler) ->
 
 %% @private
 %% The error handler while peer:start() runs. peer's tcp path splits the `-origin'
-%%  addresses with string:lexemes/2, which ends every scan with unicode_util:cp([]) or
-%%  unicode_util:gc([]): loading unicode_util (650 KB) only for that would cost ~15 ms,
-%%  a tenth of the boot, and nothing else in the boot needs it. Both calls answer `[]'
-%%  (what unicode_util answers); every other undefined function loads as usual.
+%%  addresses with string:lexemes/2: loading `string' (and `unicode_util', which its scan
+%%  ends in) only for that would cost ~10 ms, a tenth of the boot, and nothing else in the
+%%  boot needs them. This one call, with the address user_args/0 put there, is answered
+%%  with its result; every other undefined function loads as usual.
 -spec undefined_function(module(), atom(), list()) -> term().
-undefined_function(unicode_util, Function, [[]]) when Function =:= cp; Function =:= gc ->
-    [];
+undefined_function(string, lexemes, [?STDIO_ADDRESS_STRING, ","]) ->
+    [?STDIO_ADDRESS_STRING];
 undefined_function(Module, Function, Args) ->
     error_handler:undefined_function(Module, Function, Args).
 

@@ -27,7 +27,7 @@
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
     gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1,
     socket_backend_is_kept/0, socket_backend_is_kept/1,
-    boot_skips_unicode_util_only/0, boot_skips_unicode_util_only/1
+    boot_skips_string_only/0, boot_skips_string_only/1
 ]).
 
 suite() ->
@@ -43,7 +43,7 @@ groups() ->
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
                           invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
                           channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer,
-                          socket_backend_is_kept, boot_skips_unicode_util_only]}].
+                          socket_backend_is_kept, boot_skips_string_only]}].
 
 start(Extra) ->
     rpeer:start_link(maps:merge(#{connection => standard_io, peer_side => rpeer}, Extra)).
@@ -254,13 +254,18 @@ socket_backend_is_kept(Config) when is_list(Config) ->
     ?assertEqual('nonode@nohost', rpeer:call(Peer, erlang, node, [])),
     rpeer:stop(Peer).
 
-boot_skips_unicode_util_only() ->
-    [{doc, "The agent's boot does not load unicode_util for peer's address split, and "
-      "leaves no trace of how: user_sup has the default error handler, and unicode_util "
-      "and string work on the peer as usual"}].
+boot_skips_string_only() ->
+    [{doc, "The agent's boot answers peer's split of the -origin address (exactly what "
+      "string:lexemes/2 answers) without loading string and unicode_util, and leaves no "
+      "trace of how: user_sup has the default error handler, and both modules load and "
+      "work on the peer as usual"}].
 
-boot_skips_unicode_util_only(Config) when is_list(Config) ->
+boot_skips_string_only(Config) when is_list(Config) ->
+    ["-user", "rpeer_agent", "-origin", Address, _Port] = rpeer_agent:user_args(),
+    ?assertEqual(string:lexemes(Address, ","),
+                 rpeer_agent:undefined_function(string, lexemes, [Address, ","])),
     {ok, Peer, _Node} = start(#{}),
+    ?assertEqual(false, rpeer:call(Peer, code, is_loaded, [string])),
     ?assertEqual(false, rpeer:call(Peer, code, is_loaded, [unicode_util])),
     [UserSup] = [Pid || {user, Pid, _, _} <- rpeer:call(Peer, supervisor, which_children,
                                                          [kernel_sup])],
@@ -268,5 +273,5 @@ boot_skips_unicode_util_only(Config) when is_list(Config) ->
                  rpeer:call(Peer, erlang, process_info, [UserSup, error_handler])),
     ?assertEqual(["a", "b"], rpeer:call(Peer, string, lexemes, ["a,b", ","])),
     ?assertEqual([$a | "b"], rpeer:call(Peer, unicode_util, cp, ["ab"])),
-    ?assertMatch({file, _}, rpeer:call(Peer, code, is_loaded, [unicode_util])),
+    ?assertMatch({file, _}, rpeer:call(Peer, code, is_loaded, [string])),
     ok = rpeer:stop(Peer).
