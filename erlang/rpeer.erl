@@ -54,6 +54,12 @@
 
 -behaviour(gen_server).
 
+-include_lib("kernel/include/file.hrl").
+
+-ifdef(TEST).
+-export([find_executable/2]).
+-endif.
+
 %% gen_server callbacks
 -export([
          init/1,
@@ -992,7 +998,7 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                stdio_user(peer_side(Options));
+                stdio_user(Options);
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
@@ -1010,14 +1016,28 @@ command_line(Listen, Options) ->
 %%  it from the directory this node loads rpeer from, unless the peer's args choose a code
 %%  loading mode that would not load it (embedded, minimal); a peer started through exec
 %%  may run where rpeer is not installed.
-peer_side(#{peer_side := Side}) ->
-    Side;
+stdio_user(Options) ->
+    case peer_side(Options) of
+        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:user_args()];
+        peer -> ["-user", "peer"]
+    end.
+
+peer_side(#{peer_side := peer}) ->
+    peer;
+peer_side(#{peer_side := rpeer}) ->
+    {ok, Ebin} = agent_ebin(), %% verify_args/1 checked it
+    {rpeer, Ebin};
 peer_side(#{exec := _}) ->
     peer;
 peer_side(Options) ->
-    case loads_on_demand(maps:get(args, Options, [])) andalso agent_ebin() =/= error of
-        true -> rpeer;
-        false -> peer
+    case loads_on_demand(maps:get(args, Options, [])) of
+        true ->
+            case agent_ebin() of
+                {ok, Ebin} -> {rpeer, Ebin};
+                error -> peer
+            end;
+        false ->
+            peer
     end.
 
 loads_on_demand(["-mode", Mode | _]) when Mode =/= "interactive" ->
@@ -1027,21 +1047,15 @@ loads_on_demand([_ | Args]) ->
 loads_on_demand([]) ->
     true.
 
-stdio_user(peer) ->
-    ["-user", "peer"];
-stdio_user(rpeer) ->
-    {ok, Ebin} = agent_ebin(),
-    ["-pa", Ebin | rpeer_agent:user_args()].
-
 %% The directory of rpeer's beam files, if they are plain files (not in an archive) that
 %%  a peer on this host can load.
 agent_ebin() ->
     case code:which(rpeer_agent) of
         Beam when is_list(Beam) ->
             Ebin = filename:dirname(Beam),
-            case filelib:is_dir(Ebin) of
-                true -> {ok, Ebin};
-                false -> error
+            case prim_file:read_file_info(Ebin) of
+                {ok, #file_info{type = directory}} -> {ok, Ebin};
+                _ -> error
             end;
         _ ->
             error
@@ -1054,7 +1068,7 @@ exec(#{exec := {Prog, Args}}) when is_list(Prog), is_list(Args) ->
 exec(Options) when not is_map_key(exec, Options) ->
     case init:get_argument(progname) of
         {ok, [[Prog]]} ->
-            case os:find_executable(Prog) of
+            case find_executable(Prog) of
                 Exec when is_list(Exec) ->
                     {Exec, []};
                 false ->
@@ -1103,6 +1117,43 @@ default_erts() ->
     Erts = filename:join(Root, lists:concat(["erts-", erlang:system_info(version)])),
     BinDir = filename:join(Erts, "bin"),
     {filename:join(BinDir, "erlexec"), []}.
+
+%% os:find_executable/1 (on Unix), reading file information in this process: through the
+%%  file server, the lookups of many peers started at once queue behind each other while
+%%  the first peers' boots take the CPU (up to a second for 50 peers).
+find_executable(Name) ->
+    find_executable(Name, os:getenv("PATH", "")).
+
+find_executable(Name, Path) ->
+    Candidates = case filename:pathtype(Name) of
+                     relative ->
+                         [filename:join(path_dir(Dir), Name)
+                          || Dir <- string:split(Path, ":", all)];
+                     _ ->
+                         [Name]
+                 end,
+    case lists:dropwhile(fun (File) -> not is_executable(File) end, Candidates) of
+        [Exec | _] -> Exec;
+        [] -> false
+    end.
+
+%% A PATH element as os:find_executable reads it: empty is ".", "quoted" is unquoted.
+path_dir("") ->
+    ".";
+path_dir([$" | Rest] = Dir) ->
+    case lists:reverse(Rest) of
+        [$" | Unquoted] -> lists:reverse(Unquoted);
+        _ -> Dir
+    end;
+path_dir(Dir) ->
+    Dir.
+
+%% os:find_executable's test: a regular file with any execute bit.
+is_executable(File) ->
+    case prim_file:read_file_info(File) of
+        {ok, #file_info{type = regular, mode = Mode}} -> Mode band 8#111 =/= 0;
+        _ -> false
+    end.
 
 %% The peer's whole environment, as open_port builds it: the origin's current
 %%  environment (including os:putenv changes) with the `env' option applied on top,

@@ -38,7 +38,8 @@
     invalid_shutdown/0, invalid_shutdown/1,
     validation_order/0, validation_order/1,
     validation_in_caller/0, validation_in_caller/1,
-    detached_with_standard_io/0, detached_with_standard_io/1
+    detached_with_standard_io/0, detached_with_standard_io/1,
+    default_exec_found_as_os_does/0, default_exec_found_as_os_does/1
 ]).
 
 %% Cases per connection kind
@@ -84,7 +85,8 @@ validation_cases() ->
     [invalid_args_atom, invalid_args_string, invalid_args_element, invalid_exec,
      not_alive_without_name, not_alive_origin_not_distributed, invalid_shutdown,
      validation_order, validation_in_caller,
-     detached_with_standard_io].                       %% rpeer-only
+     detached_with_standard_io,                        %% rpeer-only
+     default_exec_found_as_os_does].
 
 mode_cases() ->
     [exec_path, exec_sh_wrapper, args_app_env, args_verbatim, env_set, env_unset,
@@ -177,6 +179,28 @@ invalid_args_element(Config) when is_list(Config) ->
     ?assertException(error, {invalid_arg, atom}, rpeer:start(#{args => ["1", atom]})),
     ?assertException(error, {invalid_arg, <<"bin">>},
                      rpeer:start(#{args => [<<"bin">>], connection => 0})).
+
+default_exec_found_as_os_does() ->
+    [{doc, "Without exec, the program (the origin's progname) is found in PATH exactly as "
+      "os:find_executable/2 finds it (rpeer reads the file information without the file "
+      "server): relative and absolute names, empty, quoted and relative PATH elements"}].
+
+default_exec_found_as_os_does(Config) when is_list(Config) ->
+    Dir = ?config(priv_dir, Config),
+    Script = filename:join(Dir, "runnable"),
+    ok = file:write_file(Script, "#!/bin/sh\n"),
+    ok = file:change_mode(Script, 8#755),
+    Plain = filename:join(Dir, "plain"),
+    ok = file:write_file(Plain, ""),
+    Names = ["erl", "sh", "runnable", "plain", "no_such_program", Script, Plain,
+             "/no/such/program", "bin/test", "./bin/test", "bin"],
+    Paths = [os:getenv("PATH"), "", ":/usr/bin", "\"/usr/bin\":/bin", Dir ++ "::/usr/bin",
+             "\"" ++ Dir, Dir ++ ":", "bin", "/usr/bin:" ++ Dir],
+    Mismatches = [{Name, Path, Os, Ours}
+                  || Name <- Names, Path <- Paths,
+                     Os <- [os:find_executable(Name, Path)],
+                     Ours <- [rpeer:find_executable(Name, Path)], Os =/= Ours],
+    ?assertEqual([], Mismatches).
 
 invalid_exec() ->
     [{doc, "exec => atom, {atom, []} and {\"erl\", [atom]} raise error {exec, atom}; "
