@@ -107,7 +107,7 @@
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
           peer_side => peer | rpeer,          %% how the peer node (OTP's peer module in both cases)
                                               %%  codes the standard_io channel: `rpeer' with
-                                              %%  rpeer's Rust codec (rpeer_agent, 50-100x faster;
+                                              %%  rpeer's Rust codec (rpeer_agent, 50-400x faster;
                                               %%  rpeer's code path is added to the command line,
                                               %%  so its files must be there: the default without
                                               %%  exec) or `peer' with peer's own Erlang codec
