@@ -529,6 +529,17 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    /// `program` under the test build's rpeer-wait, without arguments or environment.
+    fn bare(program: OsString, stdio: StdioMode) -> Spec {
+        Spec {
+            waiter: test_waiter(),
+            program,
+            args: vec![],
+            env: vec![],
+            stdio,
+        }
+    }
+
     fn sh(script: &str, stdio: StdioMode) -> Spawned {
         let spec = Spec {
             waiter: test_waiter(),
@@ -669,13 +680,7 @@ mod tests {
         let file = dir.join("script");
         std::fs::write(&file, "#!/nonexistent/interpreter\n").expect("write");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let spec = Spec {
-            waiter: test_waiter(),
-            program: file.clone().into_os_string(),
-            args: vec![],
-            env: vec![],
-            stdio: StdioMode::Piped,
-        };
+        let spec = bare(file.clone().into_os_string(), StdioMode::Piped);
         let mut child = spawn(&spec).expect("rpeer-wait starts");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(child.status.wait(), Some(127));
@@ -686,10 +691,7 @@ mod tests {
     fn missing_waiter_names_its_path() {
         let spec = Spec {
             waiter: "/nonexistent/rpeer-wait".into(),
-            program: "/bin/sh".into(),
-            args: vec![],
-            env: vec![],
-            stdio: StdioMode::Detached,
+            ..bare("/bin/sh".into(), StdioMode::Detached)
         };
         assert!(matches!(
             spawn(&spec),
@@ -719,13 +721,7 @@ mod tests {
 
     #[test]
     fn missing_program_names_the_path() {
-        let spec = Spec {
-            waiter: test_waiter(),
-            program: "/nonexistent/erl".into(),
-            args: vec![],
-            env: vec![],
-            stdio: StdioMode::Detached,
-        };
+        let spec = bare("/nonexistent/erl".into(), StdioMode::Detached);
         match spawn(&spec) {
             Err(SpawnError::Exec(errno, path)) => {
                 assert_eq!(errno, "enoent");
