@@ -24,10 +24,8 @@ suite() ->
 all() ->
     [killed_origin_takes_its_peers, killed_controller_takes_its_peer].
 
-%% Whether the OS process exists at all, a zombie too: stricter than
-%%  rpeer_test_lib:os_pid_alive/1 (which counts a zombie as gone).
 os_pid_exists(OsPid) ->
-    os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") =:= "alive\n".
+    rpeer_test_lib:os_pid_exists(OsPid).
 
 wait_gone(OsPids, Tries) ->
     case [P || P <- OsPids, os_pid_exists(P)] of

@@ -58,10 +58,8 @@ start(Config, Name, Extra) ->
     OsPid = erpc:call(Node, os, getpid, []),
     {Peer, Node, OsPid}.
 
-%% Whether the OS process exists at all, a zombie too: stricter than
-%%  rpeer_test_lib:os_pid_alive/1 (which counts a zombie as gone).
 os_pid_exists(OsPid) ->
-    os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") =:= "alive\n".
+    rpeer_test_lib:os_pid_exists(OsPid).
 
 %%--------------------------------------------------------------------
 

@@ -46,6 +46,7 @@
     wait_until/2,
     wait_for_state/3,
     os_pid_alive/1,
+    os_pid_exists/1,
     os_pid_stat/1,
     wait_os_pid_gone/2,
     flush_captured/0,
@@ -206,6 +207,12 @@ os_pid_alive(OsPid) ->
         {error, _} ->
             "yes" =:= string:trim(os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo yes"))
     end.
+
+%% @doc Whether an OS process exists at all, a zombie too: stricter than os_pid_alive/1
+%% (which counts a zombie as gone).
+-spec os_pid_exists(string()) -> boolean().
+os_pid_exists(OsPid) ->
+    os:cmd("kill -0 " ++ OsPid ++ " 2>/dev/null && echo alive") =:= "alive\n".
 
 %% @doc The fields of /proc/OsPid/stat after the command name: state, parent pid, ...
 -spec os_pid_stat(string()) -> {ok, [binary()]} | {error, file:posix()}.
