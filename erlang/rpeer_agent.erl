@@ -8,11 +8,11 @@
 %% code path). start/0, the `-user' entry point, makes this module the node's default
 %% gen_tcp module for one connect (and the inet backend, if the node chose `socket',
 %% which would not ask the module) and calls `peer:start()' (with itself as error
-%% handler, which spares the boot loading `string', see undefined_function/3). Seeing `-origin Ip Port',
-%% peer connects "over tcp" through gen_tcp; this module answers the connect to port 0
-%% with a socket of its own, `{'$inet', rpeer_agent, Ref}', whose frames are the node's
-%% stdin and stdout, encoded by `rpeer_nif:attach_stdio/1' on its own threads; then it
-%% gives the defaults back. From there on peer's channel handler
+%% handler, which spares the boot loading `string', see undefined_function/3). Seeing
+%% `-origin Ip Port', peer connects "over tcp" through gen_tcp; this module answers the
+%% connect to port 0 with a socket of its own, `{'$inet', rpeer_agent, Ref}', whose
+%% frames are the node's stdin and stdout, encoded by `rpeer_nif:attach_stdio/1' on its
+%% own threads; then it gives the defaults back. From there on peer's channel handler
 %% (`peer:io_server_loop/5') serves calls, I/O and messages exactly as with stock peer,
 %% its `peer_supervision' halts the node if the handler dies, and the end of stdin is
 %% `tcp_closed', on which peer halts the node.
