@@ -40,12 +40,12 @@ config(Args) ->
     Defaults =
         case Mode of
             quick ->
-                #{boot_n => 5, calls => 1200, lat_pairs => 3, sizes => [1, 10], tput_reps => 1,
+                #{boot_n => 5, calls => 1200, lat_pairs => 6, sizes => [1, 10], tput_reps => 1,
                   lines => 2000, console_reps => 1, npeers => 50, conc_reps => 1,
                   conc_modes => [standard_io, tcp, dist], codec_mb => 10, codec_reps => 2,
                   out => "bench/RESULTS-quick.md"};
             full ->
-                #{boot_n => 10, calls => 3000, lat_pairs => 3, sizes => [1, 10, 100], tput_reps => 3,
+                #{boot_n => 10, calls => 3000, lat_pairs => 10, sizes => [1, 10, 100], tput_reps => 3,
                   lines => 10000, console_reps => 3, npeers => 50, conc_reps => 2,
                   conc_modes => [standard_io, tcp, dist], codec_mb => 10, codec_reps => 3,
                   out => "bench/RESULTS.md"}

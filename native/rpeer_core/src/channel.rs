@@ -133,8 +133,14 @@ impl Channel {
         }
     }
 
-    /// Sends a frame; never blocks.
-    pub fn send(&self, frame: Box<dyn Outgoing>) -> Result<(), Closed> {
+    /// Sends a frame whose payload is `payload`; never blocks. `keep` gives the payload
+    /// to hold on to, and is called only when the frame (or its unwritten rest) must
+    /// wait for the writer thread: a small frame written at once costs no copy.
+    pub fn send(
+        &self,
+        payload: &[u8],
+        keep: impl FnOnce() -> Box<dyn Outgoing>,
+    ) -> Result<(), Closed> {
         let queue = self.queue.lock();
         let Some(queue) = &*queue else {
             return Err(Closed);
@@ -144,17 +150,23 @@ impl Channel {
         if let Some(mut out) = self.shared.out.try_lock() {
             if let (0, Some(out)) = (self.shared.queued.load(Ordering::Acquire), out.as_mut()) {
                 match out.framing {
-                    Framing::Nibbles if frame.len() <= INLINE_MAX => {
-                        return match out.write_now(&*frame) {
+                    Framing::Nibbles if payload.len() <= INLINE_MAX => {
+                        return match out.write_now(payload) {
                             Ok(None) => Ok(()),
                             Ok(Some(rest)) => self.enqueue(queue, Item::Encoded(rest)),
                             Err(_) => Err(Closed),
                         };
                     }
-                    Framing::LengthPrefixed if frame.len() <= INLINE_PREFIXED_MAX => {
-                        return match out.send_prefixed_now(&*frame, 0) {
-                            Ok(sent) if sent == frame.len() + 4 => Ok(()),
-                            Ok(sent) => self.enqueue(queue, Item::Rest { frame, sent }),
+                    Framing::LengthPrefixed if payload.len() <= INLINE_PREFIXED_MAX => {
+                        return match out.send_prefixed_now(payload) {
+                            Ok(sent) if sent == payload.len() + 4 => Ok(()),
+                            Ok(sent) => self.enqueue(
+                                queue,
+                                Item::Rest {
+                                    frame: keep(),
+                                    sent,
+                                },
+                            ),
                             Err(_) => Err(Closed),
                         };
                     }
@@ -162,7 +174,14 @@ impl Channel {
                 }
             }
         }
-        self.enqueue(queue, Item::Frame(frame))
+        self.enqueue(queue, Item::Frame(keep()))
+    }
+
+    /// Sends an owned payload (see [`Channel::send`]).
+    #[cfg(test)]
+    pub(crate) fn send_vec(&self, payload: Vec<u8>) -> Result<(), Closed> {
+        let kept = payload.clone();
+        self.send(&payload, move || Box::new(kept))
     }
 
     fn enqueue(&self, queue: &Queue, item: Item) -> Result<(), Closed> {
@@ -287,28 +306,14 @@ struct Out {
 impl Out {
     /// Writes a small frame without waiting: `None` when all of it was written, else the
     /// encoded bytes still to write.
-    fn write_now(&mut self, frame: &dyn Outgoing) -> io::Result<Option<Vec<u8>>> {
+    fn write_now(&mut self, payload: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        self.encode_whole(frame, &mut buf)?;
+        codec::encode_frame(payload, &mut buf);
         let written = self.write_some(&buf)?;
         let rest = (written < buf.len()).then(|| buf[written..].to_vec());
         self.buf = buf;
         Ok(rest)
-    }
-
-    fn encode_whole(&self, frame: &dyn Outgoing, buf: &mut Vec<u8>) -> io::Result<()> {
-        let size = frame_size(frame)?;
-        frame.with_bytes(&mut |bytes| {
-            match self.framing {
-                Framing::Nibbles => codec::encode_frame(bytes, buf),
-                Framing::LengthPrefixed => {
-                    buf.extend_from_slice(&size.to_be_bytes());
-                    buf.extend_from_slice(bytes);
-                }
-            }
-            Ok(())
-        })
     }
 
     fn write_item(&mut self, item: &Item, shared: &Shared) -> io::Result<()> {
@@ -372,16 +377,11 @@ impl Out {
         })
     }
 
-    /// Writes what the socket takes now of a length-prefixed frame, from byte `sent` on
-    /// (the prefix counts). Returns how far the frame is written.
-    fn send_prefixed_now(&self, frame: &dyn Outgoing, sent: usize) -> io::Result<usize> {
-        let header = frame_size(frame)?.to_be_bytes();
-        let mut total = sent;
-        frame.with_bytes(&mut |body| {
-            total += self.write_once(unsent(&header, body, sent))?;
-            Ok(())
-        })?;
-        Ok(total)
+    /// Writes what the socket takes now of a length-prefixed frame; returns how much of
+    /// it that was (the prefix counts).
+    fn send_prefixed_now(&self, payload: &[u8]) -> io::Result<usize> {
+        let header = payload_size(payload.len())?.to_be_bytes();
+        self.write_once(unsent(&header, payload, 0))
     }
 
     /// One write of what the descriptor takes now from `parts`, in order, in a single
@@ -454,6 +454,9 @@ fn unsent<'a>(header: &'a [u8], body: &'a [u8], sent: usize) -> [&'a [u8]; 2] {
 
 /// Both framings carry the size in 32 bits.
 fn frame_size(frame: &dyn Outgoing) -> io::Result<u32> {
-    u32::try_from(frame.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
+    payload_size(frame.len())
+}
+
+fn payload_size(len: usize) -> io::Result<u32> {
+    u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
 }

@@ -288,9 +288,9 @@ mod tests {
     fn echoes_frames_and_reports_text_and_status() {
         // cat echoes the encoded frames back; the shell adds text around them.
         let (channel, rx) = start_sh("echo before; cat; echo after >&2; exit 3", StdioMode::Piped);
-        channel.send(Box::new(b"hello".to_vec())).expect("send");
+        channel.send_vec(b"hello".to_vec()).expect("send");
         channel
-            .send(Box::new(vec![7u8; 3 * WRITE_TEST_CHUNK]))
+            .send_vec(vec![7u8; 3 * WRITE_TEST_CHUNK])
             .expect("send");
         channel.close();
         let (out, err, frames, status) = collect(&channel, &rx);
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn detached_program_reports_only_its_status() {
         let (channel, rx) = start_sh("exit 5", StdioMode::Detached);
-        assert_eq!(channel.send(Box::new(vec![1])), Err(channel::Closed));
+        assert_eq!(channel.send_vec(vec![1]), Err(channel::Closed));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).expect("event"),
             Event::ExitStatus(Some(5))
@@ -371,7 +371,7 @@ mod tests {
             Event::Frame(b"to peer".to_vec())
         );
         channel.ack(1);
-        channel.send(Box::new(b"to origin".to_vec())).expect("send");
+        channel.send_vec(b"to origin".to_vec()).expect("send");
         channel.close();
         let mut written = Vec::new();
         File::from(out_read)

@@ -255,7 +255,7 @@ mod tests {
     fn frames_travel_both_ways_with_length_prefix() {
         let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         channel
-            .send(Box::new(b"queued before accept".to_vec()))
+            .send_vec(b"queued before accept".to_vec())
             .expect("send");
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
@@ -291,7 +291,7 @@ mod tests {
             })
             .collect();
         for frame in &frames {
-            channel.send(Box::new(frame.clone())).expect("send");
+            channel.send_vec(frame.clone()).expect("send");
         }
         for frame in &frames {
             let mut header = [0u8; 4];
@@ -328,7 +328,7 @@ mod tests {
         let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
-        channel.send(Box::new(b"last".to_vec())).expect("send");
+        channel.send_vec(b"last".to_vec()).expect("send");
         channel.close();
         let mut rest = Vec::new();
         peer.read_to_end(&mut rest).expect("read");

@@ -148,17 +148,14 @@ fn expect_peer(
     Ok(atoms::ok())
 }
 
-/// Queues one frame (an external term format binary) for the peer. Never copies it.
+/// Sends one frame (an external term format binary) to the peer: written at once when
+/// the descriptor takes it, else queued. Never copies it.
 #[rustler::nif]
 fn send<'a>(env: Env<'a>, channel: ResourceArc<ChannelResource>, payload: Binary<'a>) -> Term<'a> {
-    let owned_env = OwnedEnv::new();
-    let saved = owned_env.save(payload);
-    let frame = KeptBinary {
-        env: owned_env,
-        term: saved,
-        len: payload.len(),
-    };
-    match channel.channel.send(Box::new(frame)) {
+    match channel
+        .channel
+        .send(payload.as_slice(), || Box::new(KeptBinary::new(payload)))
+    {
         Ok(()) => atoms::ok().encode(env),
         Err(_) => (atoms::error(), atoms::closed()).encode(env),
     }
@@ -199,6 +196,18 @@ struct KeptBinary {
     env: OwnedEnv,
     term: SavedTerm,
     len: usize,
+}
+
+impl KeptBinary {
+    fn new(payload: Binary) -> Self {
+        let env = OwnedEnv::new();
+        let term = env.save(payload);
+        KeptBinary {
+            env,
+            term,
+            len: payload.len(),
+        }
+    }
 }
 
 impl Outgoing for KeptBinary {
