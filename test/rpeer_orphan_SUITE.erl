@@ -24,11 +24,8 @@ suite() ->
 all() ->
     [killed_origin_takes_its_peers, killed_controller_takes_its_peer].
 
-os_pid_exists(OsPid) ->
-    rpeer_test_lib:os_pid_exists(OsPid).
-
 wait_gone(OsPids, Tries) ->
-    case [P || P <- OsPids, os_pid_exists(P)] of
+    case [P || P <- OsPids, rpeer_test_lib:os_pid_exists(P)] of
         [] -> ok;
         Alive when Tries =:= 0 -> {still_alive, Alive};
         _ -> ct:sleep(100), wait_gone(OsPids, Tries - 1)
@@ -51,7 +48,7 @@ killed_origin_takes_its_peers(Config) when is_list(Config) ->
     {OriginPid, PeerPids} = read_pids(File, 200),
     ct:log("origin ~s, peers ~p", [OriginPid, PeerPids]),
     ?assertEqual(4, length(PeerPids)),
-    [?assert(os_pid_exists(P)) || P <- PeerPids],
+    [?assert(rpeer_test_lib:os_pid_exists(P)) || P <- PeerPids],
     _ = os:cmd("kill -9 " ++ OriginPid),
     receive {Port, {exit_status, _}} -> ok after 5000 -> ok end,
     ?assertEqual(ok, wait_gone(PeerPids, 50)).

@@ -58,9 +58,6 @@ start(Config, Name, Extra) ->
     OsPid = erpc:call(Node, os, getpid, []),
     {Peer, Node, OsPid}.
 
-os_pid_exists(OsPid) ->
-    rpeer_test_lib:os_pid_exists(OsPid).
-
 %%--------------------------------------------------------------------
 
 os_process_gone_when_stop_returns() ->
@@ -69,9 +66,9 @@ os_process_gone_when_stop_returns() ->
 os_process_gone_when_stop_returns(Config) when is_list(Config) ->
     [begin
          {Peer, _Node, OsPid} = start(Config, rpeer:random_name(?FUNCTION_NAME), #{}),
-         ?assert(os_pid_exists(OsPid)),
+         ?assert(rpeer_test_lib:os_pid_exists(OsPid)),
          ok = rpeer:stop(Peer),
-         ?assertNot(os_pid_exists(OsPid))
+         ?assertNot(rpeer_test_lib:os_pid_exists(OsPid))
      end || _ <- lists:seq(1, 3)],
     ok.
 
@@ -99,7 +96,7 @@ blocked_peer_killed_after_halt_timeout(Config) when is_list(Config) ->
     ct:sleep(300),
     {Time, ok} = timer:tc(rpeer, stop, [Peer]),
     ct:log("stop took ~b ms", [Time div 1000]),
-    ?assertNot(os_pid_exists(OsPid)).
+    ?assertNot(rpeer_test_lib:os_pid_exists(OsPid)).
 
 close_does_not_wait() ->
     [{doc, "shutdown => close returns at once, as peer's does, even when the peer is "
@@ -113,4 +110,4 @@ close_does_not_wait(Config) when is_list(Config) ->
                     end),
     ct:sleep(300),
     ok = rpeer:stop(Peer),
-    ?assert(os_pid_exists(OsPid)).
+    ?assert(rpeer_test_lib:os_pid_exists(OsPid)).

@@ -326,7 +326,7 @@ impl Out {
 
     fn write_frame(&mut self, frame: &dyn Outgoing, shared: &Shared) -> io::Result<()> {
         // Both framings carry the size in 32 bits: refuse a larger frame before a byte.
-        frame_size(frame)?;
+        frame_size(frame.len())?;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let result = match self.framing {
@@ -368,7 +368,7 @@ impl Out {
     /// Writes a length-prefixed frame from byte `sent` on (the prefix counts), waiting
     /// for the peer to read.
     fn write_prefixed(&self, frame: &dyn Outgoing, sent: usize, shared: &Shared) -> io::Result<()> {
-        let header = frame_size(frame)?.to_be_bytes();
+        let header = frame_size(frame.len())?.to_be_bytes();
         frame.with_bytes(&mut |body| {
             let sent = sent + self.write_once(unsent(&header, body, sent))?;
             unsent(&header, body, sent)
@@ -380,7 +380,7 @@ impl Out {
     /// Writes what the socket takes now of a length-prefixed frame; returns how much of
     /// it that was (the prefix counts).
     fn send_prefixed_now(&self, payload: &[u8]) -> io::Result<usize> {
-        let header = payload_size(payload.len())?.to_be_bytes();
+        let header = frame_size(payload.len())?.to_be_bytes();
         self.write_once(unsent(&header, payload, 0))
     }
 
@@ -453,10 +453,6 @@ fn unsent<'a>(header: &'a [u8], body: &'a [u8], sent: usize) -> [&'a [u8]; 2] {
 }
 
 /// Both framings carry the size in 32 bits.
-fn frame_size(frame: &dyn Outgoing) -> io::Result<u32> {
-    payload_size(frame.len())
-}
-
-fn payload_size(len: usize) -> io::Result<u32> {
+fn frame_size(len: usize) -> io::Result<u32> {
     u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
 }
