@@ -13,6 +13,9 @@
 %% Channel - rpeer's alternative connection, owned by the Rust NIF (`rpeer_nif'):
 %%  one abstraction for standard_io and tcp. It spawns the peer's OS process, encodes
 %%  and writes frames on its own threads, and delivers what comes back as messages.
+%%  The peer's stdout is the exception: the controller reads it through a port, as
+%%  peer does (the VM polls the descriptor, so a reply wakes the controller directly),
+%%  and the NIF decodes what the port delivers.
 %%
 %% == Protocol ==
 %% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
@@ -162,6 +165,10 @@
 %% Marks each line the peer writes to stderr in the group leader's output.
 -define(STDERR_PREFIX, <<"[stderr] ">>).
 
+%% How long an exit status of the peer's OS process waits for the end of its stdout
+%%  (a process the peer started may hold it open).
+-define(STDOUT_GRACE, 2000).
+
 %% How long stop/1 waits for a killed peer's OS process to be gone.
 -define(KILL_WAIT, 5000).
 
@@ -266,6 +273,12 @@ send(Dest, To, Message) ->
           %%  standard_io peer, its channel and tag): its output is forwarded, and its
           %%  exit is the peer's unless it was started -detached
           launcher :: undefined | {reference(), rpeer_nif:channel(), Attached :: boolean()},
+          %% the port reading the stdout of the peer's OS process (spawned with pipes),
+          %%  the channel that decodes it, and which of ours its events belong to
+          stdout :: undefined | {port(), rpeer_nif:channel(), channel | launcher},
+          %% an exit status that came before the stdout port's end of file: handled
+          %%  after it (or ?STDOUT_GRACE later), as a port's exit_status follows its eof
+          exit_held :: undefined | {channel | launcher, {exit_status, term()}, reference()},
           %% the latest console and stderr output of the peer, at most ?OUTPUT_TAIL bytes
           output = <<>> :: binary(),
           %% whether the next stderr text starts a line (and gets ?STDERR_PREFIX)
@@ -308,7 +321,8 @@ init([Notify, Options]) ->
                         andalso rpeer_nif:expect_peer(Channel, Spawned),
                     State = #peer_state{options = saved_options(Options), notify = Notify,
                                         args = Args, exec = Exec, tag = Tag},
-                    {ok, connected(Spawned, Channel, State#peer_state{launcher = {SpawnTag, Spawned, not Detached}})};
+                    Launched = State#peer_state{launcher = {SpawnTag, Spawned, not Detached}},
+                    {ok, read_stdout(connected(Spawned, Channel, Launched))};
                 {error, Reason} ->
                     Channel =/= undefined andalso rpeer_nif:close(Channel),
                     {stop, spawn_error(Reason)}
@@ -332,6 +346,21 @@ connected(Spawned, undefined, #peer_state{options = #{connection := standard_io}
 connected(Launcher, Listening, State) ->
     ok = rpeer_nif:close(Launcher),
     State#peer_state{channel = Listening}.
+
+%% The stdout of the peer's OS process (unless detached) is read through a port: a
+%%  standard_io peer's frames and console text, a dist or tcp peer's console text.
+read_stdout(#peer_state{launcher = {_, Spawned, _}, options = Options} = State) ->
+    case rpeer_nif:stdout_fd(Spawned) of
+        undefined ->
+            State;
+        Fd ->
+            Port = open_port({fd, Fd, Fd}, [in, binary, eof]),
+            Source = case Options of
+                         #{connection := standard_io} -> channel;
+                         _ -> launcher
+                     end,
+            State#peer_state{stdout = {Port, Spawned, Source}}
+    end.
 
 %% not connected: no alternative connection available
 -spec handle_call(term(), gen_server:from(), state()) ->
@@ -389,11 +418,15 @@ handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
 -spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 %% an event of the channel or of the peer's OS process (see channel_event/3)
 handle_info({rpeer, Tag, Event}, State) ->
-    case channel_event(source(Tag, State), Event, State) of
-        {ok, NewState} -> {noreply, NewState};
-        {down, Reason, NewState} -> maybe_stop(Reason, NewState);
-        {stop, Reason, NewState} -> {stop, Reason, NewState}
-    end;
+    outcome(event(source(Tag, State), Event, State));
+
+%% the stdout port of the peer's OS process (see stdout_message/2)
+handle_info({Port, _} = Message, #peer_state{stdout = {Port, _, _}} = State) ->
+    outcome(stdout_message(Message, State));
+handle_info({'EXIT', Port, _Reason}, #peer_state{stdout = {Port, _, _}} = State) ->
+    outcome(stdout_ended(State));
+handle_info({timeout, Timer, stdout_grace}, #peer_state{exit_held = {_, _, Timer}} = State) ->
+    outcome(stdout_ended(State));
 
 %% booting: peer notifies via Erlang distribution
 handle_info({started, Node}, State) ->
@@ -407,6 +440,13 @@ handle_info({nodedown, Node}, #peer_state{connection = undefined, channel = unde
 handle_info(_Other, State) ->
     {noreply, State}.
 
+outcome({ok, State}) ->
+    {noreply, State};
+outcome({down, Reason, State}) ->
+    maybe_stop(Reason, State);
+outcome({stop, Reason, State}) ->
+    {stop, Reason, State}.
+
 %% Which of our channels a message tag belongs to: the alternative connection's, or the
 %%  launcher's (the OS process of a dist or tcp peer). A standard_io peer's process is
 %%  its connection.
@@ -416,6 +456,14 @@ source(Tag, #peer_state{launcher = {Tag, _, _}}) ->
     launcher;
 source(_Tag, _State) ->
     unknown.
+
+%% An event of the channel or the launcher. The exit status of the process whose stdout
+%%  is still open waits for its end: what the peer wrote before it exited comes first.
+event(Source, {exit_status, _} = Event, #peer_state{stdout = {_, _, Source}} = State) ->
+    Timer = erlang:start_timer(?STDOUT_GRACE, self(), stdout_grace),
+    {ok, State#peer_state{exit_held = {Source, Event, Timer}}};
+event(Source, Event, State) ->
+    channel_event(Source, Event, State).
 
 %% Handles one event of the channel or the launcher. Returns the new state, and whether
 %%  the peer went down or the controller must stop; terminate/2 uses it too, while it
@@ -427,15 +475,13 @@ channel_event(channel, {frame, Frame}, #peer_state{channel = Channel} = State) -
     ok = rpeer_nif:ack(Channel, 1),
     {ok, handle_frame(Frame, State)};
 
-%% console text (stdout) or stderr of the peer's OS process: to our group leader
-channel_event(channel, {Stream, Text}, #peer_state{channel = Channel} = State)
-  when Stream =:= console; Stream =:= stderr ->
+%% stderr of the peer's OS process: to our group leader
+channel_event(channel, {stderr, Text}, #peer_state{channel = Channel} = State) ->
     ok = rpeer_nif:ack(Channel, 1),
-    {ok, forward_output(Stream, Text, State)};
-channel_event(launcher, {Stream, Text}, #peer_state{launcher = {_, Launcher, _}} = State)
-  when Stream =:= console; Stream =:= stderr ->
+    {ok, forward_output(stderr, Text, State)};
+channel_event(launcher, {stderr, Text}, #peer_state{launcher = {_, Launcher, _}} = State) ->
     ok = rpeer_nif:ack(Launcher, 1),
-    {ok, forward_output(Stream, Text, State)};
+    {ok, forward_output(stderr, Text, State)};
 
 %% booting: the tcp peer connected
 channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
@@ -485,6 +531,51 @@ channel_event(launcher, {exit_status, _Status}, State) ->
 channel_event(_Source, _Event, State) ->
     {ok, State}.
 
+%% What the stdout port delivers: bytes (frames of a standard_io peer, console text), or
+%%  its end of file.
+stdout_message({_Port, {data, Bytes}}, #peer_state{stdout = {_, Spawned, Source}} = State) ->
+    {ok, stdout_events(Source, rpeer_nif:decode_stdout(Spawned, Bytes), State)};
+stdout_message({_Port, eof}, State) ->
+    stdout_ended(State);
+stdout_message(_Other, State) ->
+    {ok, State}.
+
+%% The peer's stdout ended (end of file, a read error, or ?STDOUT_GRACE after the exit
+%%  status): what the decoder held back is console text, and a held exit status is
+%%  handled now.
+stdout_ended(#peer_state{stdout = {_, Spawned, Source}} = State) ->
+    Flushed = stdout_events(Source, rpeer_nif:decode_stdout(Spawned, eof), State),
+    close_stdout(Flushed),
+    Ended = Flushed#peer_state{stdout = undefined, exit_held = undefined},
+    case Flushed#peer_state.exit_held of
+        undefined ->
+            {ok, Ended};
+        {HeldSource, Event, Timer} ->
+            _ = erlang:cancel_timer(Timer),
+            channel_event(HeldSource, Event, Ended)
+    end.
+
+stdout_events(Source, Events, State) ->
+    lists:foldl(fun (Event, S) -> stdout_event(Source, Event, S) end, State, Events).
+
+stdout_event(channel, {frame, Frame}, State) ->
+    handle_frame(Frame, State);
+stdout_event(_Source, {console, Text}, State) ->
+    forward_output(console, Text, State);
+%% a dist or tcp peer's stdout carries no control frames
+stdout_event(launcher, {frame, _Frame}, State) ->
+    State.
+
+%% The port is closed before its descriptor: a descriptor closed under a port could be
+%%  reused by another. A port that failed is closed already.
+close_stdout(#peer_state{stdout = {Port, Spawned, _}}) ->
+    try erlang:port_close(Port)
+    catch error:badarg -> ok
+    end,
+    ok = rpeer_nif:release_stdout(Spawned);
+close_stdout(#peer_state{stdout = undefined}) ->
+    ok.
+
 %% A closed tcp connection is peer's tcp_closed, whatever the socket said; a frame over
 %%  the limit is named.
 closed_reason({frame_too_large, _Size} = Reason) ->
@@ -527,7 +618,8 @@ terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node
             wait_disconnected(Node, Deadline),
             wait_os_exit(Ended, Deadline)
     end,
-    ok.
+    %% The stdout port may be closed already (State is from before the waits).
+    close_stdout(State).
 
 %%--------------------------------------------------------------------
 %% Internal implementation
@@ -581,9 +673,23 @@ await(Done, State, Deadline) ->
         false ->
             Tag = State#peer_state.tag,
             Launcher = State#peer_state.launcher,
+            Stdout = case State#peer_state.stdout of
+                         {Port, _, _} -> Port;
+                         undefined -> undefined
+                     end,
+            Held = case State#peer_state.exit_held of
+                       {_, _, Timer} -> Timer;
+                       undefined -> undefined
+                   end,
             receive
                 {rpeer, T, Event} when T =:= Tag; is_tuple(Launcher), T =:= element(1, Launcher) ->
-                    await(Done, state_after(channel_event(source(T, State), Event, State)), Deadline)
+                    await(Done, state_after(event(source(T, State), Event, State)), Deadline);
+                {P, _} = Message when is_port(P), P =:= Stdout ->
+                    await(Done, state_after(stdout_message(Message, State)), Deadline);
+                {'EXIT', P, _} when is_port(P), P =:= Stdout ->
+                    await(Done, state_after(stdout_ended(State)), Deadline);
+                {timeout, T, stdout_grace} when T =:= Held ->
+                    await(Done, state_after(stdout_ended(State)), Deadline)
             after time_left(Deadline) ->
                     {false, State}
             end

@@ -3,10 +3,9 @@
 %% A channel delivers its events to the process that created it as
 %% `{rpeer, Tag, Event}' messages, in stream order:
 %% <ul>
-%% <li>`{frame, Binary}': a control frame (external term format) from the peer;</li>
-%% <li>`{console, Binary}': console text the peer wrote to stdout (valid UTF-8;
-%%     bytes that are not UTF-8 arrive as Latin-1 characters);</li>
-%% <li>`{stderr, Binary}': text the peer wrote to stderr (same encoding);</li>
+%% <li>`{frame, Binary}': a control frame (external term format) from the tcp peer;</li>
+%% <li>`{stderr, Binary}': text the peer wrote to stderr (valid UTF-8; bytes that are
+%%     not UTF-8 arrive as Latin-1 characters);</li>
 %% <li>`{exit_status, Status | unknown}': the spawned program exited; last event of a
 %%     spawned channel;</li>
 %% <li>`{failed, Why}': a channel thread failed (a bug in rpeer); last event;</li>
@@ -19,15 +18,24 @@
 %% <li>`{closed, closed | Errno | {frame_too_large, Size}}': the tcp connection ended;
 %%     last event of a tcp channel.</li>
 %% </ul>
-%% Frame, console and stderr events are flow-controlled: at most a window of them is
+%% Frame and stderr events are flow-controlled: at most a window of them is
 %% outstanding until the owner acknowledges them with {@link ack/2}.
 %% The channel is closed when its owner exits.
+%%
+%% The stdout of a program spawned with pipes is not read by the channel: the owner
+%% opens a port on {@link stdout_fd/1} (`open_port({fd, Fd, Fd}, [in, binary, eof])'),
+%% so that the VM polls it as it polls stock peer's port, and decodes what the port
+%% delivers with {@link decode_stdout/2} into `{frame, Binary}' and `{console, Binary}'
+%% events (console text as stderr's). The exit status can arrive before the port's end
+%% of file: the owner orders them.
 -module(rpeer_nif).
 
--export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
+-export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
+         stdout_fd/1, decode_stdout/2, release_stdout/1]).
 -export_type([channel/0]).
 
--nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1]).
+-nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
+       stdout_fd/1, decode_stdout/2, release_stdout/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -87,7 +95,7 @@ attach_stdio(_Socket) ->
 send(_Channel, _Frame) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Acknowledges `Count' handled frame, console or stderr events.
+%% @doc Acknowledges `Count' handled frame or stderr events.
 -spec ack(channel(), pos_integer()) -> ok.
 ack(_Channel, _Count) ->
     erlang:nif_error(nif_not_loaded).
@@ -107,4 +115,23 @@ kill(_Channel) ->
 %% @doc The OS pid of the spawned program's rpeer-wait (the program's process group).
 -spec os_pid(channel()) -> non_neg_integer() | undefined.
 os_pid(_Channel) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The descriptor of a spawned program's stdout, to open a port on; `undefined'
+%% without pipes (detached), for a tcp channel, or once released.
+-spec stdout_fd(channel()) -> non_neg_integer() | undefined.
+stdout_fd(_Channel) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Decodes bytes the stdout port delivered (one port read, at most 64 KiB), or
+%% `eof' at its end: the frame and console events they complete, in stream order.
+-spec decode_stdout(channel(), binary() | eof) -> [{frame | console, binary()}].
+decode_stdout(_Channel, _Bytes) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Closes the origin's end of the program's stdout. Call it after the port on it is
+%% closed: a descriptor closed under a port could be reused by another. (If the owner
+%% dies without calling it, the descriptor is closed a few seconds later.)
+-spec release_stdout(channel()) -> ok.
+release_stdout(_Channel) ->
     erlang:nif_error(nif_not_loaded).

@@ -1,7 +1,9 @@
 %%% @doc
 %%% Faults and load: a peer that closes its channel in the middle of a frame, a corrupt
-%%% frame over tcp, and rounds of many tcp peers started at once. Each ends in a clear
-%%% error or a clean `{down, Reason}', and the origin keeps running.
+%%% frame over tcp, rounds of many tcp peers started at once, a peer that halts with
+%%% its output still in the pipe or whose child holds its stdout open, a controller
+%%% killed outright. Each ends in a clear error or a clean `{down, Reason}', nothing is
+%%% lost or leaked, and the origin keeps running.
 %%% @end
 -module(rpeer_faults_SUITE).
 
@@ -16,11 +18,14 @@
     corrupt_tcp_frame_is_ignored/0, corrupt_tcp_frame_is_ignored/1,
     rounds_of_concurrent_tcp_peers/0, rounds_of_concurrent_tcp_peers/1,
     self_detaching_peer_still_boots/0, self_detaching_peer_still_boots/1,
-    address_in_use_is_a_clear_error/0, address_in_use_is_a_clear_error/1
+    address_in_use_is_a_clear_error/0, address_in_use_is_a_clear_error/1,
+    output_written_before_exit_comes_first/0, output_written_before_exit_comes_first/1,
+    exit_reported_while_a_child_holds_stdout/0, exit_reported_while_a_child_holds_stdout/1,
+    killed_controller_leaks_no_descriptor/0, killed_controller_leaks_no_descriptor/1
 ]).
 
 %% Run on the peers.
--export([write_half_frame_and_halt/0, send_raw/1, send_raw/2]).
+-export([write_half_frame_and_halt/0, send_raw/1, send_raw/2, write_and_halt/1]).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
@@ -28,7 +33,9 @@ suite() ->
 all() ->
     [standard_io_peer_exits_mid_frame, tcp_peer_closes_mid_frame,
      corrupt_tcp_frame_is_ignored, rounds_of_concurrent_tcp_peers,
-     self_detaching_peer_still_boots, address_in_use_is_a_clear_error].
+     self_detaching_peer_still_boots, address_in_use_is_a_clear_error,
+     output_written_before_exit_comes_first, exit_reported_while_a_child_holds_stdout,
+     killed_controller_leaks_no_descriptor].
 
 with_test_code(Peer) ->
     true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]).
@@ -153,3 +160,77 @@ address_in_use_is_a_clear_error(Config) when is_list(Config) ->
     ?assertEqual({error, {eaddrinuse, {listen, {127, 0, 0, 1}, Port}}},
                  rpeer:start(#{connection => {{127, 0, 0, 1}, Port}})),
     gen_tcp:close(Busy).
+
+output_written_before_exit_comes_first() ->
+    [{doc, "A standard_io peer writes 4 MB to its stdout and stderr and halts at once, and "
+      "a child of its wrapper writes to its stdout half a second later: when the peer is "
+      "reported down, every byte of it has reached the group leader (the exit status "
+      "waits for the end of stdout, as a port's exit_status waits for eof)"}].
+
+output_written_before_exit_comes_first(Config) when is_list(Config) ->
+    Script = wrapper(Config, "late_writer", "(sleep 0.5; echo late output) 2>/dev/null &"),
+    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
+                                       peer_down => continue}),
+    with_test_code(Peer),
+    ct:capture_start(),
+    ok = rpeer:cast(Peer, ?MODULE, write_and_halt, [4]),
+    ?assertEqual({exit_status, 0}, wait_down(Peer)),
+    ct:capture_stop(),
+    Text = unicode:characters_to_binary(ct:capture_get()),
+    ?assertMatch({_, _}, binary:match(Text, <<"stdout done">>)),
+    ?assertMatch({_, _}, binary:match(Text, <<"[stderr] stderr done">>)),
+    ?assertMatch({_, _}, binary:match(Text, <<"late output">>)),
+    ?assertEqual(4 * 1024 * 1024, length(binary:matches(Text, <<"x">>))).
+
+%% A wrapper for `exec' that runs Shell, then erl with the arguments it is given.
+wrapper(Config, Name, Shell) ->
+    Script = filename:join(proplists:get_value(priv_dir, Config), Name),
+    ok = file:write_file(Script, ["#!/bin/sh\n", Shell, "\nexec '", os:find_executable("erl"),
+                                  "' \"$@\"\n"]),
+    ok = file:change_mode(Script, 8#755),
+    Script.
+
+%% Writes MiB mebibytes of text to stdout, a line to stderr, and halts without flushing.
+write_and_halt(MiB) ->
+    Block = binary:copy(<<"x">>, 1024 * 1024),
+    _ = [ok = file:write_file("/dev/stdout", Block) || _ <- lists:seq(1, MiB)],
+    ok = file:write_file("/dev/stdout", <<"stdout done\n">>),
+    ok = file:write_file("/dev/stderr", <<"stderr done\n">>),
+    erlang:halt(0, [{flush, false}]).
+
+exit_reported_while_a_child_holds_stdout() ->
+    [{doc, "A standard_io peer whose wrapper left a child holding its stdout and stderr "
+      "open halts: it is reported down a few seconds later, not when the child exits "
+      "(stock peer waits for the child)"}].
+
+exit_reported_while_a_child_holds_stdout(Config) when is_list(Config) ->
+    Script = wrapper(Config, "erl_with_child", "sleep 20 &"),
+    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
+                                       peer_down => continue}),
+    Started = erlang:monotonic_time(millisecond),
+    ok = rpeer:cast(Peer, erlang, halt, [7]),
+    ?assertEqual({exit_status, 7}, wait_down(Peer)),
+    Waited = erlang:monotonic_time(millisecond) - Started,
+    ct:log("down after ~b ms", [Waited]),
+    ?assert(Waited < 10000).
+
+killed_controller_leaks_no_descriptor() ->
+    [{doc, "Controllers of standard_io peers killed outright (no terminate/2): the peers "
+      "go, and the origin's descriptors are back to their count a few seconds later "
+      "(the stdout descriptor is closed after its port surely is)"}].
+
+killed_controller_leaks_no_descriptor(Config) when is_list(Config) ->
+    Before = open_descriptors(),
+    Peers = [begin
+                 {ok, Peer, _} = rpeer:start(#{connection => standard_io}),
+                 Peer
+             end || _ <- lists:seq(1, 3)],
+    OsPids = [rpeer:call(Peer, os, getpid, []) || Peer <- Peers],
+    ?assert(open_descriptors() > Before),
+    [exit(Peer, kill) || Peer <- Peers],
+    [ok = rpeer_test_lib:wait_os_pid_gone(OsPid, 10000) || OsPid <- OsPids],
+    ?assertEqual(ok, rpeer_test_lib:wait_until(fun () -> open_descriptors() =< Before end, 15000)).
+
+open_descriptors() ->
+    {ok, Fds} = file:list_dir("/proc/self/fd"),
+    length(Fds).

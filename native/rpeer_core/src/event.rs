@@ -16,12 +16,14 @@ pub const DEFAULT_WINDOW: usize = 64;
 pub enum Event {
     /// A control frame's payload (an external term format binary).
     Frame(Vec<u8>),
-    /// Console text the peer wrote to its stdout, as valid UTF-8.
+    /// Console text the peer wrote to its stdout, as valid UTF-8 (from
+    /// [`crate::stdio::Stdout::decode`]; no channel thread reads the origin's stdout).
     Console(Vec<u8>),
     /// Text the peer wrote to its stderr, as valid UTF-8.
     Stderr(Vec<u8>),
     /// The spawned program exited; `None` when its status could not be read.
-    /// Sent after every `Console`, `Stderr` and `Frame` event of the process.
+    /// Sent after every `Stderr` event of the process; the owner orders it after the
+    /// end of the process's stdout, which it reads itself.
     ExitStatus(Option<i32>),
     /// The program could not be launched (an errno name); nothing follows.
     LaunchFailed(String),

@@ -2,22 +2,29 @@
 //! carries console text and frames back, its stderr text; rpeer-wait reports the exit
 //! status on a pipe of its own. A detached program (no pipes) reports only its exit status.
 //!
+//! The origin does not read the spawned program's stdout on a thread of its own: the
+//! owner reads it through an Erlang port (`open_port({fd, Fd, Fd}, [in, binary, eof])`)
+//! and decodes what the port delivers with [`Stdout::decode`]. The VM's scheduler polls
+//! that descriptor itself, so a reply wakes one thread, not a reader thread and then
+//! a scheduler; the owner orders the exit status after the port's end of file.
+//!
 //! The peer side of the same channel ([`attach`]) reads frames from the node's own
 //! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
 //!
-//! One reader thread polls stdout, stderr and the status pipe. It reads until both
-//! streams end, so that a peer flushing its output while it halts is never blocked, and
-//! reports `ExitStatus` last. After the status arrives it waits at most
-//! [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
+//! One reader thread polls stderr (and, on the peer side, stdin) and the status pipe. It
+//! reads until the streams end, so that a peer flushing its output while it halts is
+//! never blocked, and reports `ExitStatus` last. After the status arrives it waits at
+//! most [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
 use crate::event::{self, Event, Failure, Sink};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +32,16 @@ use std::time::{Duration, Instant};
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 256 * 1024;
 
+/// How long a dropped [`Stdout`] keeps its descriptor open when the owner never said
+/// that the port reading it is closed: a port closes when its owner dies, maybe just
+/// after the owner's resources are dropped, and must not find its descriptor reused.
+const PORT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Starts the channel of a spawned program. With pipes, frames sent on the channel go to
-/// its stdin; without (a detached program) the channel only reports the exit status.
-pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
+/// its stdin, and its stdout is returned for the owner to read; without (a detached
+/// program) the channel only reports the exit status.
+pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Option<Stdout>)> {
+    let stdout = spawned.stdout.take().map(Stdout::new).transpose()?;
     let shared = Shared::new()?;
     let queue = match spawned.stdin {
         Some(stdin) => {
@@ -38,12 +52,11 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
         None => None,
     };
     let reader = Reader {
-        stdout: spawned.stdout.map(Stream::new).transpose()?,
+        input: None,
         stderr: spawned.stderr.map(Stream::new).transpose()?,
         status: Some(spawned.status),
         shared: Arc::clone(&shared),
         delivering: true,
-        console: true,
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
@@ -51,7 +64,114 @@ pub fn start(spawned: Spawned, sink: impl Sink) -> io::Result<Channel> {
             let mut sink = sink;
             event::guarded(&mut sink, |sink| reader.run(sink));
         })?;
-    Ok(Channel::new(queue, shared, Some(spawned.pid)))
+    Ok((Channel::new(queue, shared, Some(spawned.pid)), stdout))
+}
+
+/// The origin's end of a spawned program's stdout, read by the owner, and the decoder
+/// of what it reads: frames, and console text made valid UTF-8.
+pub struct Stdout {
+    /// `None` once released: the owner closed the port that read it.
+    fd: Mutex<Option<OwnedFd>>,
+    decoding: Mutex<StdoutDecoder>,
+}
+
+impl Stdout {
+    fn new(fd: OwnedFd) -> io::Result<Self> {
+        // The port reads it when polled; a read must never block a scheduler.
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Stdout {
+            fd: Mutex::new(Some(fd)),
+            decoding: Mutex::new(StdoutDecoder::new(true)),
+        })
+    }
+
+    /// The descriptor to read, until released.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Decodes bytes read from the descriptor into `Frame` and `Console` events.
+    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) {
+        self.decoding.lock().feed(bytes, out);
+    }
+
+    /// The stream ended: what is held back becomes console text.
+    pub fn finish(&self, out: &mut Vec<Event>) {
+        self.decoding.lock().finish(out);
+    }
+
+    /// Closes the descriptor; call once nothing polls it any more.
+    pub fn release(&self) {
+        self.fd.lock().take();
+    }
+}
+
+impl Drop for Stdout {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.get_mut().take() {
+            // Not released: a port may still have it selected. If no thread can be
+            // started the descriptor stays open rather than risk its reuse.
+            let parked = std::thread::Builder::new()
+                .name("rpeer-stdout-close".into())
+                .spawn(move || {
+                    std::thread::sleep(PORT_CLOSE_GRACE);
+                    drop(fd);
+                });
+            if let Err(e) = parked {
+                drop(e);
+            }
+        }
+    }
+}
+
+/// Decodes a stdout stream: frames, and (when `console`) text between them as UTF-8.
+struct StdoutDecoder {
+    decoder: Decoder,
+    console: Option<Utf8Assembler>,
+    wire: Vec<Wire>,
+}
+
+impl StdoutDecoder {
+    fn new(console: bool) -> Self {
+        StdoutDecoder {
+            decoder: Decoder::new(),
+            console: console.then(Utf8Assembler::new),
+            wire: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        self.decoder.feed(bytes, &mut self.wire);
+        self.drain(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        self.decoder.finish(&mut self.wire);
+        self.drain(out);
+        if let Some(console) = &mut self.console {
+            let mut utf8 = Vec::new();
+            console.flush(&mut utf8);
+            if !utf8.is_empty() {
+                out.push(Event::Console(utf8));
+            }
+        }
+    }
+
+    fn drain(&mut self, out: &mut Vec<Event>) {
+        for event in self.wire.drain(..) {
+            match (event, &mut self.console) {
+                (Wire::Frame(payload), _) => out.push(Event::Frame(payload)),
+                (Wire::Console(text), Some(console)) => {
+                    let mut utf8 = Vec::with_capacity(text.len());
+                    console.push(&text, &mut utf8);
+                    if !utf8.is_empty() {
+                        out.push(Event::Console(utf8));
+                    }
+                }
+                (Wire::Console(_), None) => {}
+            }
+        }
+    }
 }
 
 /// The peer node's side: frames are read from `input` (the node's stdin) and written to
@@ -62,12 +182,11 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
     let (queue, frames) = channel::queue();
     channel::spawn_writer(output, frames, Framing::Nibbles, Arc::clone(&shared))?;
     let reader = Reader {
-        stdout: Some(Stream::new(input)?),
+        input: Some(Stream::new(input)?),
         stderr: None,
         status: None,
         shared: Arc::clone(&shared),
         delivering: true,
-        console: false,
     };
     std::thread::Builder::new()
         .name("rpeer-stdio".into())
@@ -115,29 +234,27 @@ impl Stream {
 }
 
 struct Reader {
-    stdout: Option<Stream>,
+    /// The peer side's stdin, which carries frames (the origin reads none here).
+    input: Option<Stream>,
     stderr: Option<Stream>,
     /// The spawned program's exit status; `None` on the peer side.
     status: Option<ExitStatusReader>,
     shared: Arc<Shared>,
     /// False once the owner is gone: the streams are still drained, not delivered.
     delivering: bool,
-    /// Whether text between frames on stdout is delivered (`Console`) or dropped.
-    console: bool,
 }
 
 impl Reader {
     fn run(mut self, sink: &mut impl Sink) {
-        let mut decoder = Decoder::new();
-        let mut console = Utf8Assembler::new();
+        let mut decoder = StdoutDecoder::new(false);
+        let mut events = Vec::new();
         let mut errors = Utf8Assembler::new();
-        let mut wire = Vec::new();
         let mut buf = vec![0u8; READ_BUFFER];
         let mut exit: Option<(Option<i32>, Instant)> = None;
         loop {
             let open = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.open);
-            let (out_open, err_open) = (open(&self.stdout), open(&self.stderr));
-            let streams_ended = !out_open && !err_open;
+            let (in_open, err_open) = (open(&self.input), open(&self.stderr));
+            let streams_ended = !in_open && !err_open;
             let timeout = match (&self.status, exit) {
                 (None, _) | (Some(_), Some(_)) if streams_ended => break,
                 (Some(_), Some((_, at))) => match EXIT_GRACE.checked_sub(at.elapsed()) {
@@ -148,9 +265,9 @@ impl Reader {
             };
             let status_open = self.status.is_some() && exit.is_none();
             let mut fds = Vec::with_capacity(3);
-            if out_open {
+            if in_open {
                 fds.push((
-                    self.stdout.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
+                    self.input.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
                     Interest::Read,
                 ));
             }
@@ -167,28 +284,15 @@ impl Reader {
                 break;
             };
             let mut ready = ready.into_iter();
-            if out_open && ready.next().is_some_and(|r| r.readable) {
-                if let Some(bytes) = self.stdout.as_mut().and_then(|s| s.read(&mut buf)) {
+            if in_open && ready.next().is_some_and(|r| r.readable) {
+                if let Some(bytes) = self.input.as_mut().and_then(|s| s.read(&mut buf)) {
                     if bytes.is_empty() {
-                        decoder.finish(&mut wire);
+                        decoder.finish(&mut events);
                     } else {
-                        decoder.feed(bytes, &mut wire);
+                        decoder.feed(bytes, &mut events);
                     }
-                    let ended = bytes.is_empty();
-                    for event in wire.drain(..) {
-                        match event {
-                            Wire::Frame(payload) => self.deliver(sink, Event::Frame(payload)),
-                            Wire::Console(text) => {
-                                let mut utf8 = Vec::with_capacity(text.len());
-                                console.push(&text, &mut utf8);
-                                self.deliver_text(sink, Event::Console(utf8));
-                            }
-                        }
-                    }
-                    if ended {
-                        let mut utf8 = Vec::new();
-                        console.flush(&mut utf8);
-                        self.deliver_text(sink, Event::Console(utf8));
+                    for event in events.drain(..) {
+                        self.deliver(sink, event);
                     }
                 }
             }
@@ -224,9 +328,7 @@ impl Reader {
     }
 
     fn deliver_text(&mut self, sink: &mut impl Sink, event: Event) {
-        let empty = matches!(&event, Event::Console(t) | Event::Stderr(t) if t.is_empty());
-        let dropped = matches!(&event, Event::Console(_)) && !self.console;
-        if !empty && !dropped {
+        if !matches!(&event, Event::Stderr(t) if t.is_empty()) {
             self.deliver(sink, event);
         }
     }
@@ -250,7 +352,7 @@ mod tests {
     use crate::spawn::{spawn, Spec, StdioMode};
     use crossbeam_channel::{unbounded, Receiver};
 
-    fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Receiver<Event>) {
+    fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Option<Stdout>, Receiver<Event>) {
         let spec = Spec {
             waiter: crate::spawn::test_waiter(),
             program: "/bin/sh".into(),
@@ -259,41 +361,78 @@ mod tests {
             stdio,
         };
         let (tx, rx) = unbounded();
-        let channel = start(spawn(&spec).expect("spawn"), TestSink(tx)).expect("start");
-        (channel, rx)
+        let (channel, stdout) = start(spawn(&spec).expect("spawn"), TestSink(tx)).expect("start");
+        (channel, stdout, rx)
     }
 
-    /// Collects events until the exit status, acknowledging data events.
-    fn collect(
-        channel: &Channel,
-        rx: &Receiver<Event>,
-    ) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Option<i32>) {
-        let (mut out, mut err, mut frames) = (Vec::new(), Vec::new(), Vec::new());
+    /// Reads the program's stdout to its end, as the owner's port does, and decodes it:
+    /// (console text, frames).
+    fn read_stdout(stdout: Stdout) -> std::thread::JoinHandle<(Vec<u8>, Vec<Vec<u8>>)> {
+        std::thread::spawn(move || {
+            let fd = stdout.raw_fd().expect("stdout fd");
+            // A blocking reader of the same pipe, without taking the descriptor over.
+            let mut pipe = File::open(format!("/proc/self/fd/{fd}")).expect("open pipe");
+            let (mut events, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+            loop {
+                match pipe.read(&mut buf).expect("read") {
+                    0 => break,
+                    n => stdout.decode(&buf[..n], &mut events),
+                }
+            }
+            stdout.finish(&mut events);
+            stdout.release();
+            assert_eq!(stdout.raw_fd(), None);
+            let (mut text, mut frames) = (Vec::new(), Vec::new());
+            for event in events {
+                match event {
+                    Event::Console(t) => text.extend(t),
+                    Event::Frame(f) => frames.push(f),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (text, frames)
+        })
+    }
+
+    /// Collects the channel's events until the exit status, acknowledging data events:
+    /// (stderr text, status).
+    fn collect(channel: &Channel, rx: &Receiver<Event>) -> (Vec<u8>, Option<i32>) {
+        let mut err = Vec::new();
         loop {
             let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
             if event.is_data() {
                 channel.ack(1);
             }
             match event {
-                Event::Console(t) => out.extend(t),
                 Event::Stderr(t) => err.extend(t),
-                Event::Frame(f) => frames.push(f),
-                Event::ExitStatus(status) => return (out, err, frames, status),
+                Event::ExitStatus(status) => return (err, status),
                 other => panic!("unexpected {other:?}"),
             }
         }
     }
 
+    fn run_sh(script: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Option<i32>) {
+        let (channel, stdout, rx) = start_sh(script, StdioMode::Piped);
+        let reading = read_stdout(stdout.expect("piped stdout"));
+        channel.close();
+        let (err, status) = collect(&channel, &rx);
+        let (out, frames) = reading.join().expect("stdout reader");
+        (out, err, frames, status)
+    }
+
     #[test]
     fn echoes_frames_and_reports_text_and_status() {
         // cat echoes the encoded frames back; the shell adds text around them.
-        let (channel, rx) = start_sh("echo before; cat; echo after >&2; exit 3", StdioMode::Piped);
+        let (channel, stdout, rx) =
+            start_sh("echo before; cat; echo after >&2; exit 3", StdioMode::Piped);
+        let reading = read_stdout(stdout.expect("piped stdout"));
         channel.send_vec(b"hello".to_vec()).expect("send");
         channel
             .send_vec(vec![7u8; 3 * WRITE_TEST_CHUNK])
             .expect("send");
         channel.close();
-        let (out, err, frames, status) = collect(&channel, &rx);
+        let (err, status) = collect(&channel, &rx);
+        let (out, frames) = reading.join().expect("stdout reader");
         assert_eq!(out, b"before\n");
         assert_eq!(err, b"after\n");
         assert_eq!(frames.len(), 2);
@@ -308,10 +447,11 @@ mod tests {
     const WRITE_TEST_CHUNK: usize = 300 * 1024;
 
     #[test]
-    fn invalid_utf8_console_bytes_arrive_as_latin1() {
-        let (channel, rx) = start_sh("printf 'caf\\303\\251 \\377\\n'", StdioMode::Piped);
-        let (out, _, frames, status) = collect(&channel, &rx);
+    fn invalid_utf8_output_arrives_as_latin1() {
+        let (out, err, frames, status) =
+            run_sh("printf 'caf\\303\\251 \\377\\n'; printf '\\376x\\303' >&2");
         assert_eq!(String::from_utf8(out).expect("utf8"), "café ÿ\n");
+        assert_eq!(String::from_utf8(err).expect("utf8"), "þxÃ");
         assert!(frames.is_empty());
         assert_eq!(status, Some(0));
     }
@@ -321,15 +461,45 @@ mod tests {
         let mut encoded = Vec::new();
         codec::encode_frame(b"from peer", &mut encoded);
         let octal: String = encoded.iter().map(|b| format!("\\{b:03o}")).collect();
-        let (channel, rx) = start_sh(&format!("printf 'x{octal}y'"), StdioMode::Piped);
-        let (out, _, frames, _) = collect(&channel, &rx);
+        let (out, _, frames, _) = run_sh(&format!("printf 'x{octal}y'"));
         assert_eq!(out, b"xy");
         assert_eq!(frames, vec![b"from peer".to_vec()]);
     }
 
     #[test]
+    fn stdout_decoder_joins_frames_and_characters_split_across_reads() {
+        let (read_end, _write_end) = crate::sys::pipe().expect("pipe");
+        let stdout = Stdout::new(read_end).expect("stdout");
+        let mut wire = "é:".as_bytes().to_vec();
+        codec::encode_frame(b"split", &mut wire);
+        wire.extend_from_slice(&[b'!', 0xC3]);
+        let mut events = Vec::new();
+        for byte in &wire {
+            stdout.decode(std::slice::from_ref(byte), &mut events);
+        }
+        stdout.finish(&mut events);
+        let text: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Console(t) => Some(t.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let frames: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame(_)))
+            .collect();
+        assert_eq!(frames, vec![&Event::Frame(b"split".to_vec())]);
+        // A lone lead byte at the end of the stream is a Latin-1 character.
+        assert_eq!(String::from_utf8(text).expect("utf8"), "é:!Ã");
+        stdout.release();
+    }
+
+    #[test]
     fn detached_program_reports_only_its_status() {
-        let (channel, rx) = start_sh("exit 5", StdioMode::Detached);
+        let (channel, stdout, rx) = start_sh("exit 5", StdioMode::Detached);
+        assert!(stdout.is_none());
         assert_eq!(channel.send_vec(vec![1]), Err(channel::Closed));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).expect("event"),
@@ -339,10 +509,11 @@ mod tests {
 
     #[test]
     fn flow_control_holds_events_until_acked() {
-        let (channel, rx) = start_sh(
-            "i=0; while [ $i -lt 200 ]; do echo line$i; sleep 0.001; i=$((i+1)); done",
+        let (channel, stdout, rx) = start_sh(
+            "i=0; while [ $i -lt 200 ]; do echo line$i >&2; sleep 0.001; i=$((i+1)); done",
             StdioMode::Piped,
         );
+        drop(stdout);
         std::thread::sleep(Duration::from_millis(600));
         // Without acks no more than the window of data events is delivered.
         assert!(
@@ -350,9 +521,9 @@ mod tests {
             "{} events",
             rx.len()
         );
-        let (out, _, _, status) = collect(&channel, &rx);
+        let (err, status) = collect(&channel, &rx);
         let expected: String = (0..200).map(|i| format!("line{i}\n")).collect();
-        assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+        assert_eq!(String::from_utf8(err).expect("utf8"), expected);
         assert_eq!(status, Some(0));
     }
 
@@ -389,9 +560,7 @@ mod tests {
 
     #[test]
     fn closing_stdin_ends_a_program_that_reads_it() {
-        let (channel, rx) = start_sh("cat >/dev/null; exit 9", StdioMode::Piped);
-        channel.close();
-        let (_, _, _, status) = collect(&channel, &rx);
+        let (_, _, _, status) = run_sh("cat >/dev/null; exit 9");
         assert_eq!(status, Some(9));
     }
 }

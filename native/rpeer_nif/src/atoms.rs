@@ -21,4 +21,5 @@ rustler::atoms! {
     undefined,
     tcp,
     tcp_closed,
+    eof,
 }

@@ -4,7 +4,7 @@
 
 use crate::atoms;
 use crate::resource::ChannelResource;
-use crate::sink::{errno_atom, ProcessSink};
+use crate::sink::{encode_event, errno_atom, ProcessSink};
 use rpeer_core::channel::Outgoing;
 use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
 use rpeer_core::{stdio, sys, tcp};
@@ -79,10 +79,10 @@ fn spawn<'a>(
     };
     let sink = ProcessSink::new(env.pid(), tag);
     match stdio::start(spawned, sink) {
-        Ok(channel) => {
+        Ok((channel, stdout)) => {
             // The channel sees the program's output, or why it could not be launched.
             spawn::launch(launch);
-            Ok((atoms::ok(), owned_resource(env, channel)).encode(env))
+            Ok((atoms::ok(), owned_resource(env, channel, stdout)).encode(env))
         }
         Err(e) => Ok(io_error(env, &e)),
     }
@@ -114,7 +114,7 @@ fn listen<'a>(
         dead_link: (dead_link > 0).then(|| Duration::from_millis(dead_link)),
     };
     match tcp::start(listener, limits, verify, sink) {
-        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel), bound).encode(env)),
+        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel, None), bound).encode(env)),
         Err(e) => Ok(io_error(env, &e)),
     }
 }
@@ -131,7 +131,7 @@ fn attach_stdio<'a>(env: Env<'a>, socket: Term<'a>) -> Term<'a> {
         stdio::attach(input, output, ProcessSink::socket(env.pid(), socket))
     });
     match attached {
-        Ok(channel) => (atoms::ok(), owned_resource(env, channel)).encode(env),
+        Ok(channel) => (atoms::ok(), owned_resource(env, channel, None)).encode(env),
         Err(e) => io_error(env, &e),
     }
 }
@@ -191,6 +191,51 @@ fn os_pid(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
     }
 }
 
+/// The descriptor of a spawned program's stdout, for the owner to open a port on, or
+/// `undefined` (no pipes, a tcp channel, or released).
+#[rustler::nif]
+fn stdout_fd(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
+    match channel.stdout.as_ref().and_then(stdio::Stdout::raw_fd) {
+        Some(fd) => fd.encode(env),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+/// Decodes what the port read from the program's stdout (at most the port's 64 KiB read,
+/// a few microseconds), or `eof`: the list of `{frame, Payload}` and `{console, Text}`
+/// events it completes, in stream order.
+#[rustler::nif]
+fn decode_stdout<'a>(
+    env: Env<'a>,
+    channel: ResourceArc<ChannelResource>,
+    input: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
+    let mut events = Vec::new();
+    if let Ok(bytes) = input.decode::<Binary>() {
+        stdout.decode(bytes.as_slice(), &mut events);
+    } else if input == atoms::eof().to_term(env) {
+        stdout.finish(&mut events);
+    } else {
+        return Err(Error::BadArg);
+    }
+    let terms: Vec<Term> = events
+        .into_iter()
+        .map(|event| encode_event(env, event))
+        .collect();
+    Ok(terms.encode(env))
+}
+
+/// Closes the origin's end of the program's stdout; call once the port reading it is
+/// closed.
+#[rustler::nif]
+fn release_stdout(channel: ResourceArc<ChannelResource>) -> Atom {
+    if let Some(stdout) = &channel.stdout {
+        stdout.release();
+    }
+    atoms::ok()
+}
+
 /// An Erlang binary kept alive (not copied) until the writer thread has written it.
 struct KeptBinary {
     env: OwnedEnv,
@@ -227,8 +272,12 @@ impl Outgoing for KeptBinary {
     }
 }
 
-fn owned_resource(env: Env, channel: rpeer_core::channel::Channel) -> ResourceArc<ChannelResource> {
-    let resource = ResourceArc::new(ChannelResource { channel });
+fn owned_resource(
+    env: Env,
+    channel: rpeer_core::channel::Channel,
+    stdout: Option<stdio::Stdout>,
+) -> ResourceArc<ChannelResource> {
+    let resource = ResourceArc::new(ChannelResource { channel, stdout });
     // A failed monitor means the owner is already dead: abort at once.
     if env.monitor(&resource, &env.pid()).is_none() {
         resource.channel.abort();

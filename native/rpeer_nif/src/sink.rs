@@ -86,7 +86,7 @@ impl Sink for ProcessSink {
     }
 }
 
-fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
+pub fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
     match event {
         Event::Frame(payload) => (atoms::frame(), payload_binary(env, payload)).encode(env),
         Event::Console(text) => (atoms::console(), binary(env, &text)).encode(env),
