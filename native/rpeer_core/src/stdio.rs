@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the reader waits for stdout and stderr to end once the program has exited.
+/// How long the reader waits for stderr to end once the program has exited.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -109,16 +109,18 @@ impl Stdout {
 impl Drop for Stdout {
     fn drop(&mut self) {
         if let Some(fd) = self.fd.get_mut().take() {
-            // Not released: a port may still have it selected. If no thread can be
-            // started the descriptor stays open rather than risk its reuse.
+            // Not released: a port may still have it selected, so it is closed later.
+            let fd = Arc::new(fd);
+            let closing = Arc::clone(&fd);
             let parked = std::thread::Builder::new()
                 .name("rpeer-stdout-close".into())
                 .spawn(move || {
                     std::thread::sleep(PORT_CLOSE_GRACE);
-                    drop(fd);
+                    drop(closing);
                 });
-            if let Err(e) = parked {
-                drop(e);
+            if parked.is_err() {
+                // No thread: leave the descriptor open rather than risk its reuse.
+                std::mem::forget(fd);
             }
         }
     }
