@@ -15,7 +15,8 @@
 %%  and writes frames on its own threads, and delivers what comes back as messages.
 %%  The peer's stdout is the exception: the controller reads it through a port, as
 %%  peer does (the VM polls the descriptor, so a reply wakes the controller directly),
-%%  and the NIF decodes what the port delivers.
+%%  and the NIF decodes what the port delivers; the rest of a large frame is read on a
+%%  thread of the NIF.
 %%
 %% == Protocol ==
 %% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
@@ -273,9 +274,10 @@ send(Dest, To, Message) ->
           %%  standard_io peer, its channel and tag): its output is forwarded, and its
           %%  exit is the peer's unless it was started -detached
           launcher :: undefined | {reference(), rpeer_nif:channel(), Attached :: boolean()},
-          %% the port reading the stdout of the peer's OS process (spawned with pipes),
-          %%  the channel that decodes it, and which of ours its events belong to
-          stdout :: undefined | {port(), rpeer_nif:channel(), channel | launcher},
+          %% what reads the stdout of the peer's OS process (spawned with pipes): a port,
+          %%  or while a large frame comes in, the channel's thread; the channel that
+          %%  decodes it; which of ours its events belong to
+          stdout :: undefined | {port() | thread, rpeer_nif:channel(), channel | launcher},
           %% an exit status that came before the stdout port's end of file: handled
           %%  after it (or ?STDOUT_GRACE later), as a port's exit_status follows its eof
           exit_held :: undefined | {channel | launcher, {exit_status, term()}, reference()},
@@ -353,14 +355,17 @@ read_stdout(#peer_state{launcher = {_, Spawned, _}, options = Options} = State) 
     case rpeer_nif:stdout_fd(Spawned) of
         undefined ->
             State;
-        Fd ->
-            Port = open_port({fd, Fd, Fd}, [in, binary, eof]),
+        _Fd ->
             Source = case Options of
                          #{connection := standard_io} -> channel;
                          _ -> launcher
                      end,
-            State#peer_state{stdout = {Port, Spawned, Source}}
+            State#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}
     end.
+
+stdout_port(Spawned) ->
+    Fd = rpeer_nif:stdout_fd(Spawned),
+    open_port({fd, Fd, Fd}, [in, binary, eof]).
 
 %% not connected: no alternative connection available
 -spec handle_call(term(), gen_server:from(), state()) ->
@@ -475,13 +480,24 @@ channel_event(channel, {frame, Frame}, #peer_state{channel = Channel} = State) -
     ok = rpeer_nif:ack(Channel, 1),
     {ok, handle_frame(Frame, State)};
 
-%% stderr of the peer's OS process: to our group leader
-channel_event(channel, {stderr, Text}, #peer_state{channel = Channel} = State) ->
+%% stderr of the peer's OS process, or its stdout's console text while the channel
+%%  reads a large frame there: to our group leader
+channel_event(channel, {Stream, Text}, #peer_state{channel = Channel} = State)
+  when Stream =:= console; Stream =:= stderr ->
     ok = rpeer_nif:ack(Channel, 1),
-    {ok, forward_output(stderr, Text, State)};
-channel_event(launcher, {stderr, Text}, #peer_state{launcher = {_, Launcher, _}} = State) ->
+    {ok, forward_output(Stream, Text, State)};
+channel_event(launcher, {Stream, Text}, #peer_state{launcher = {_, Launcher, _}} = State)
+  when Stream =:= console; Stream =:= stderr ->
     ok = rpeer_nif:ack(Launcher, 1),
-    {ok, forward_output(stderr, Text, State)};
+    {ok, forward_output(Stream, Text, State)};
+%% a dist or tcp peer's stdout carries no control frames
+channel_event(launcher, {frame, _Frame}, #peer_state{launcher = {_, Launcher, _}} = State) ->
+    ok = rpeer_nif:ack(Launcher, 1),
+    {ok, State};
+
+%% the large frame on stdout is in: a port reads the stream again
+channel_event(Source, resume, #peer_state{stdout = {thread, Spawned, Source}} = State) ->
+    {ok, State#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}};
 
 %% booting: the tcp peer connected
 channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
@@ -533,18 +549,52 @@ channel_event(_Source, _Event, State) ->
 
 %% What the stdout port delivers: bytes (frames of a standard_io peer, console text), or
 %%  its end of file.
-stdout_message({_Port, {data, Bytes}}, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    {ok, stdout_events(Source, rpeer_nif:decode_stdout(Spawned, Bytes), State)};
+stdout_message({_Port, {data, Bytes}}, State) ->
+    case decode_stdout(Bytes, State) of
+        {port, Decoded} -> {ok, Decoded};
+        {thread, Decoded} -> read_on_thread(Decoded)
+    end;
 stdout_message({_Port, eof}, State) ->
     stdout_ended(State);
 stdout_message(_Other, State) ->
     {ok, State}.
 
+decode_stdout(Bytes, #peer_state{stdout = {_, Spawned, Source}} = State) ->
+    {Events, Next} = rpeer_nif:decode_stdout(Spawned, Bytes),
+    {Next, stdout_events(Source, Events, State)}.
+
+%% A large frame is coming: a port reads 64 KiB at a time, a message each, so the port
+%%  is closed and the channel's thread reads the frame's rest in large reads. What the
+%%  port read before it closed is decoded first: maybe the frame, or the stream, ended
+%%  there.
+read_on_thread(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
+    true = erlang:port_close(Port),
+    case drain_port(Port, thread, State) of
+        {eof, Drained} ->
+            stdout_ended(Drained);
+        {port, Drained} ->
+            {ok, Drained#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}};
+        {thread, Drained} ->
+            ok = rpeer_nif:read_stdout(Spawned),
+            {ok, Drained#peer_state{stdout = {thread, Spawned, Source}}}
+    end.
+
+drain_port(Port, Next, State) ->
+    receive
+        {Port, {data, Bytes}} ->
+            {Next2, Decoded} = decode_stdout(Bytes, State),
+            drain_port(Port, Next2, Decoded);
+        {Port, eof} ->
+            {eof, State}
+    after 0 ->
+            {Next, State}
+    end.
+
 %% The peer's stdout ended (end of file, a read error, or ?STDOUT_GRACE after the exit
 %%  status): what the decoder held back is console text, and a held exit status is
 %%  handled now.
-stdout_ended(#peer_state{stdout = {_, Spawned, Source}} = State) ->
-    Flushed = stdout_events(Source, rpeer_nif:decode_stdout(Spawned, eof), State),
+stdout_ended(State) ->
+    {_, Flushed} = decode_stdout(eof, State),
     close_stdout(Flushed),
     Ended = Flushed#peer_state{stdout = undefined, exit_held = undefined},
     case Flushed#peer_state.exit_held of
@@ -567,9 +617,10 @@ stdout_event(launcher, {frame, _Frame}, State) ->
     State.
 
 %% The port is closed before its descriptor: a descriptor closed under a port could be
-%%  reused by another. A port that failed is closed already.
-close_stdout(#peer_state{stdout = {Port, Spawned, _}}) ->
-    try erlang:port_close(Port)
+%%  reused by another. A port that failed is closed already; a reader thread is stopped
+%%  by the release.
+close_stdout(#peer_state{stdout = {Reader, Spawned, _}}) ->
+    try is_port(Reader) andalso erlang:port_close(Reader)
     catch error:badarg -> ok
     end,
     ok = rpeer_nif:release_stdout(Spawned);
@@ -673,10 +724,10 @@ await(Done, State, Deadline) ->
         false ->
             Tag = State#peer_state.tag,
             Launcher = State#peer_state.launcher,
-            Stdout = case State#peer_state.stdout of
-                         {Port, _, _} -> Port;
-                         undefined -> undefined
-                     end,
+            StdoutPort = case State#peer_state.stdout of
+                             {Port, _, _} when is_port(Port) -> Port;
+                             _ -> undefined
+                         end,
             Held = case State#peer_state.exit_held of
                        {_, _, Timer} -> Timer;
                        undefined -> undefined
@@ -684,9 +735,9 @@ await(Done, State, Deadline) ->
             receive
                 {rpeer, T, Event} when T =:= Tag; is_tuple(Launcher), T =:= element(1, Launcher) ->
                     await(Done, state_after(event(source(T, State), Event, State)), Deadline);
-                {P, _} = Message when is_port(P), P =:= Stdout ->
+                {P, _} = Message when is_port(P), P =:= StdoutPort ->
                     await(Done, state_after(stdout_message(Message, State)), Deadline);
-                {'EXIT', P, _} when is_port(P), P =:= Stdout ->
+                {'EXIT', P, _} when is_port(P), P =:= StdoutPort ->
                     await(Done, state_after(stdout_ended(State)), Deadline);
                 {timeout, T, stdout_grace} when T =:= Held ->
                     await(Done, state_after(stdout_ended(State)), Deadline)

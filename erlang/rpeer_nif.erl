@@ -3,7 +3,10 @@
 %% A channel delivers its events to the process that created it as
 %% `{rpeer, Tag, Event}' messages, in stream order:
 %% <ul>
-%% <li>`{frame, Binary}': a control frame (external term format) from the tcp peer;</li>
+%% <li>`{frame, Binary}': a control frame (external term format) from the tcp peer, or
+%%     from the stdout of a spawned program while the channel reads it (read_stdout/1);</li>
+%% <li>`{console, Binary}': console text from that stdout, as stderr's text;</li>
+%% <li>`resume': the channel stopped reading stdout (read_stdout/1);</li>
 %% <li>`{stderr, Binary}': text the peer wrote to stderr (valid UTF-8; bytes that are
 %%     not UTF-8 arrive as Latin-1 characters);</li>
 %% <li>`{exit_status, Status | unknown}': the spawned program exited; last event of a
@@ -18,7 +21,7 @@
 %% <li>`{closed, closed | Errno | {frame_too_large, Size}}': the tcp connection ended;
 %%     last event of a tcp channel.</li>
 %% </ul>
-%% Frame and stderr events are flow-controlled: at most a window of them is
+%% Frame, console and stderr events are flow-controlled: at most a window of them is
 %% outstanding until the owner acknowledges them with {@link ack/2}.
 %% The channel is closed when its owner exits.
 %%
@@ -26,16 +29,19 @@
 %% opens a port on {@link stdout_fd/1} (`open_port({fd, Fd, Fd}, [in, binary, eof])'),
 %% so that the VM polls it as it polls stock peer's port, and decodes what the port
 %% delivers with {@link decode_stdout/2} into `{frame, Binary}' and `{console, Binary}'
-%% events (console text as stderr's). The exit status can arrive before the port's end
-%% of file: the owner orders them.
+%% events (console text as stderr's). When a large frame is coming, the owner closes the
+%% port and has the channel's thread read the frame's rest ({@link read_stdout/1}; a
+%% port reads 64 KiB at a time, a message each), which then sends `resume': the owner
+%% opens a port again. The exit status can arrive before the end of stdout: the owner
+%% orders them.
 -module(rpeer_nif).
 
 -export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-         stdout_fd/1, decode_stdout/2, release_stdout/1]).
+         stdout_fd/1, decode_stdout/2, read_stdout/1, release_stdout/1]).
 -export_type([channel/0]).
 
 -nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-       stdout_fd/1, decode_stdout/2, release_stdout/1]).
+       stdout_fd/1, decode_stdout/2, read_stdout/1, release_stdout/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -95,7 +101,7 @@ attach_stdio(_Socket) ->
 send(_Channel, _Frame) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Acknowledges `Count' handled frame or stderr events.
+%% @doc Acknowledges `Count' handled frame, console or stderr events.
 -spec ack(channel(), pos_integer()) -> ok.
 ack(_Channel, _Count) ->
     erlang:nif_error(nif_not_loaded).
@@ -124,9 +130,18 @@ stdout_fd(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Decodes bytes the stdout port delivered (one port read, at most 64 KiB), or
-%% `eof' at its end: the frame and console events they complete, in stream order.
--spec decode_stdout(channel(), binary() | eof) -> [{frame | console, binary()}].
+%% `eof' at its end: the frame and console events they complete, in stream order, and
+%% `thread' when a large frame is coming whose rest {@link read_stdout/1} reads faster
+%% (else `port').
+-spec decode_stdout(channel(), binary() | eof) -> {[{frame | console, binary()}], port | thread}.
 decode_stdout(_Channel, _Bytes) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Has the channel's thread read the program's stdout until the large frame coming
+%% is in (call it only while no port reads it). Its frame and console events come as the
+%% channel's (flow-controlled), then `resume': open a port on {@link stdout_fd/1} again.
+-spec read_stdout(channel()) -> ok.
+read_stdout(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Closes the origin's end of the program's stdout. Call it after the port on it is

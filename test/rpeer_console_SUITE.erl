@@ -225,6 +225,8 @@ last_output_of_a_running_peer() ->
 last_output_of_a_running_peer(Config) when is_list(Config) ->
     {ok, Peer, _Node} = rpeer:start_link(options(Config, #{})),
     os_write(Peer, "/dev/stdout", binary:copy(<<"x">>, 10000)),
+    %% stdout and stderr are separate pipes, read apart: no order between them
+    ok = wait_until(fun () -> rpeer_output:last(Peer) =:= binary:copy(<<"x">>, 4096) end),
     os_write(Peer, "/dev/stderr", <<"the end\n">>),
     ok = wait_until(fun () -> binary:match(rpeer_output:last(Peer), <<"the end">>) =/= nomatch end),
     Last = rpeer_output:last(Peer),

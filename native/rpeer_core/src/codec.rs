@@ -661,6 +661,11 @@ impl Decoder {
         self.release();
     }
 
+    /// Raw bytes still missing from the frame being received (0 when none is).
+    pub fn awaiting(&self) -> usize {
+        self.body.as_ref().map_or(0, Body::missing)
+    }
+
     /// Bytes currently held back waiting to see whether they form a frame (a streaming
     /// candidate's bytes count as received); always below `encoded_len(max_payload)`.
     pub fn pending_len(&self) -> usize {

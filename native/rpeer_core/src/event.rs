@@ -37,6 +37,9 @@ pub enum Event {
     Closed(Failure),
     /// The channel's thread failed (a bug in rpeer: a panic); nothing follows.
     Failed(String),
+    /// The thread reading a large frame from a spawned program's stdout is done: the
+    /// owner reads the stream again (see [`crate::stdio::Stdout::read_on_thread`]).
+    Resume,
 }
 
 impl Event {

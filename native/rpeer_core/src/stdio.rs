@@ -6,7 +6,11 @@
 //! owner reads it through an Erlang port (`open_port({fd, Fd, Fd}, [in, binary, eof])`)
 //! and decodes what the port delivers with [`Stdout::decode`]. The VM's scheduler polls
 //! that descriptor itself, so a reply wakes one thread, not a reader thread and then
-//! a scheduler; the owner orders the exit status after the port's end of file.
+//! a scheduler; the owner orders the exit status after the port's end of file. A port
+//! reads 64 KiB at a time, a message each: when a large frame is coming, the owner
+//! closes the port and [`Stdout::read_on_thread`] has the channel's reader thread read
+//! the frame's rest in big reads; it hands the stream back (`Resume`) once the frame is
+//! in.
 //!
 //! The peer side of the same channel ([`attach`]) reads frames from the node's own
 //! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
@@ -25,12 +29,17 @@ use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the reader waits for stderr to end once the program has exited.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 const READ_BUFFER: usize = 256 * 1024;
+
+/// The rest of a frame from which reading it on a thread pays (raw bytes): well over
+/// one port read (64 KiB), so that small frames never leave the port.
+pub const THREAD_READ_FROM: usize = 256 * 1024;
 
 /// How long a dropped [`Stdout`] keeps its descriptor open when the owner never said
 /// that the port reading it is closed: a port closes when its owner dies, maybe just
@@ -53,6 +62,8 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
     };
     let reader = Reader {
         input: None,
+        stdout: stdout.as_ref().map(|s| Arc::clone(&s.shared)),
+        stdout_read: None,
         stderr: spawned.stderr.map(Stream::new).transpose()?,
         status: Some(spawned.status),
         shared: Arc::clone(&shared),
@@ -70,9 +81,19 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
 /// The origin's end of a spawned program's stdout, read by the owner, and the decoder
 /// of what it reads: frames, and console text made valid UTF-8.
 pub struct Stdout {
+    shared: Arc<StdoutShared>,
+}
+
+/// What the owner and the channel's reader thread share of the stdout.
+struct StdoutShared {
     /// `None` once released: the owner closed the port that read it.
     fd: Mutex<Option<OwnedFd>>,
     decoding: Mutex<StdoutDecoder>,
+    /// The owner asked the reader thread to read a large frame; cleared by the thread
+    /// before it hands the stream back.
+    requested: AtomicBool,
+    /// Tells the reader thread that `requested` (or `fd`) changed.
+    wake: sys::Waker,
 }
 
 impl Stdout {
@@ -80,35 +101,57 @@ impl Stdout {
         // The port reads it when polled; a read must never block a scheduler.
         sys::set_nonblocking(fd.as_raw_fd())?;
         Ok(Stdout {
-            fd: Mutex::new(Some(fd)),
-            decoding: Mutex::new(StdoutDecoder::new(true)),
+            shared: Arc::new(StdoutShared {
+                fd: Mutex::new(Some(fd)),
+                decoding: Mutex::new(StdoutDecoder::new(true)),
+                requested: AtomicBool::new(false),
+                wake: sys::Waker::new()?,
+            }),
         })
     }
 
     /// The descriptor to read, until released.
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
+        self.shared.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Decodes bytes read from the descriptor into `Frame` and `Console` events.
-    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) {
-        self.decoding.lock().feed(bytes, out);
+    /// Decodes bytes read from the descriptor into `Frame` and `Console` events. Returns
+    /// whether a large frame is coming, whose rest is faster read on the reader thread.
+    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
+        let mut decoding = self.shared.decoding.lock();
+        decoding.feed(bytes, out);
+        decoding.decoder.awaiting() >= THREAD_READ_FROM
     }
 
     /// The stream ended: what is held back becomes console text.
     pub fn finish(&self, out: &mut Vec<Event>) {
-        self.decoding.lock().finish(out);
+        self.shared.decoding.lock().finish(out);
     }
 
-    /// Closes the descriptor; call once nothing polls it any more.
+    /// Has the channel's reader thread read the stream until a read ends with no frame
+    /// unfinished, delivering `Frame` and `Console` events, then `Resume` (also at the
+    /// end of the stream, which the owner's port then sees). Call only while nothing
+    /// else reads it.
+    pub fn read_on_thread(&self) {
+        self.shared.requested.store(true, Ordering::Release);
+        self.shared.wake.wake();
+    }
+
+    /// Closes the descriptor; call once nothing polls it any more. The reader thread
+    /// stops reading its own duplicate.
     pub fn release(&self) {
-        self.fd.lock().take();
+        self.shared.fd.lock().take();
+        self.shared.requested.store(false, Ordering::Release);
+        self.shared.wake.wake();
     }
 }
 
 impl Drop for Stdout {
     fn drop(&mut self) {
-        if let Some(fd) = self.fd.get_mut().take() {
+        let unreleased = self.shared.fd.lock().take();
+        self.shared.requested.store(false, Ordering::Release);
+        self.shared.wake.wake();
+        if let Some(fd) = unreleased {
             // Not released: a port may still have it selected, so it is closed later.
             let fd = Arc::new(fd);
             let closing = Arc::clone(&fd);
@@ -185,6 +228,8 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
     channel::spawn_writer(output, frames, Framing::Nibbles, Arc::clone(&shared))?;
     let reader = Reader {
         input: Some(Stream::new(input)?),
+        stdout: None,
+        stdout_read: None,
         stderr: None,
         status: None,
         shared: Arc::clone(&shared),
@@ -238,6 +283,11 @@ impl Stream {
 struct Reader {
     /// The peer side's stdin, which carries frames (the origin reads none here).
     input: Option<Stream>,
+    /// The origin's stdout of the spawned program, which the owner reads, and asks this
+    /// thread to read while a large frame comes in.
+    stdout: Option<Arc<StdoutShared>>,
+    /// This thread's duplicate of the stdout descriptor while it reads a large frame.
+    stdout_read: Option<Stream>,
     stderr: Option<Stream>,
     /// The spawned program's exit status; `None` on the peer side.
     status: Option<ExitStatusReader>,
@@ -254,9 +304,10 @@ impl Reader {
         let mut buf = vec![0u8; READ_BUFFER];
         let mut exit: Option<(Option<i32>, Instant)> = None;
         loop {
+            self.take_stdout_request(sink);
             let open = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.open);
             let (in_open, err_open) = (open(&self.input), open(&self.stderr));
-            let streams_ended = !in_open && !err_open;
+            let streams_ended = !in_open && !err_open && self.stdout_read.is_none();
             let timeout = match (&self.status, exit) {
                 (None, _) | (Some(_), Some(_)) if streams_ended => break,
                 (Some(_), Some((_, at))) => match EXIT_GRACE.checked_sub(at.elapsed()) {
@@ -281,6 +332,12 @@ impl Reader {
             }
             if let (true, Some(status)) = (status_open, &self.status) {
                 fds.push((status.fd(), Interest::Read));
+            }
+            if let Some(stream) = &self.stdout_read {
+                fds.push((stream.file.as_raw_fd(), Interest::Read));
+            }
+            if let Some(stdout) = &self.stdout {
+                fds.push((stdout.wake.fd(), Interest::Read));
             }
             let Ok(ready) = sys::poll(&fds, timeout) else {
                 break;
@@ -314,6 +371,14 @@ impl Reader {
                     exit = Some((status, Instant::now()));
                 }
             }
+            if self.stdout_read.is_some() && ready.next().is_some_and(|r| r.readable) {
+                self.read_stdout(sink, &mut buf, &mut events);
+            }
+            if let (Some(stdout), Some(r)) = (&self.stdout, ready.next()) {
+                if r.readable {
+                    stdout.wake.clear();
+                }
+            }
         }
         let last = match (&self.status, exit) {
             (None, _) => Event::Closed(Failure::Eof),
@@ -327,6 +392,65 @@ impl Reader {
         if self.delivering && !self.shared.is_aborted() {
             sink.deliver(last);
         }
+    }
+
+    /// The owner asked for a large frame on stdout to be read here (or released it).
+    fn take_stdout_request(&mut self, sink: &mut impl Sink) {
+        let Some(stdout) = &self.stdout else {
+            return;
+        };
+        let requested = stdout.requested.load(Ordering::Acquire);
+        if requested && self.stdout_read.is_none() {
+            let duplicate = stdout.fd.lock().as_ref().map(OwnedFd::try_clone);
+            match duplicate {
+                Some(Ok(fd)) => {
+                    self.stdout_read = Some(Stream {
+                        file: File::from(fd),
+                        open: true,
+                    })
+                }
+                // Released meanwhile, or no descriptor left: the owner reads on.
+                _ => self.hand_stdout_back(sink),
+            }
+        } else if !requested {
+            self.stdout_read = None;
+        }
+    }
+
+    /// Reads stdout for the owner; hands it back once a read ends with no frame
+    /// unfinished, or at the end of the stream (which the owner's port then sees).
+    fn read_stdout(&mut self, sink: &mut impl Sink, buf: &mut [u8], events: &mut Vec<Event>) {
+        let (Some(stdout), Some(stream)) = (&self.stdout, &mut self.stdout_read) else {
+            return;
+        };
+        let Some(bytes) = stream.read(buf) else {
+            return;
+        };
+        let frame_unfinished = !bytes.is_empty() && {
+            let mut decoding = stdout.decoding.lock();
+            decoding.feed(bytes, events);
+            decoding.decoder.awaiting() > 0
+        };
+        let events = std::mem::take(events);
+        if frame_unfinished {
+            for event in events {
+                self.deliver(sink, event);
+            }
+            return;
+        }
+        // Closed before the owner reads the stream again.
+        self.stdout_read = None;
+        for event in events {
+            self.deliver(sink, event);
+        }
+        self.hand_stdout_back(sink);
+    }
+
+    fn hand_stdout_back(&mut self, sink: &mut impl Sink) {
+        if let Some(stdout) = &self.stdout {
+            stdout.requested.store(false, Ordering::Release);
+        }
+        self.deliver(sink, Event::Resume);
     }
 
     fn deliver_text(&mut self, sink: &mut impl Sink, event: Event) {
@@ -378,7 +502,9 @@ mod tests {
             loop {
                 match pipe.read(&mut buf).expect("read") {
                     0 => break,
-                    n => stdout.decode(&buf[..n], &mut events),
+                    n => {
+                        stdout.decode(&buf[..n], &mut events);
+                    }
                 }
             }
             stdout.finish(&mut events);
@@ -496,6 +622,117 @@ mod tests {
         // A lone lead byte at the end of the stream is a Latin-1 character.
         assert_eq!(String::from_utf8(text).expect("utf8"), "é:!Ã");
         stdout.release();
+    }
+
+    /// A file holding `bytes`, for a test program to `cat`.
+    fn wire_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("rpeer-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("write wire file");
+        path
+    }
+
+    /// Reads the program's stdout "through the port" (a blocking reader of the same
+    /// pipe) until the decoder says a large frame is coming.
+    fn read_until_large_frame(stdout: &Stdout, port: &mut File, events: &mut Vec<Event>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = port.read(&mut buf).expect("read");
+            assert!(n > 0, "stream ended before the large frame");
+            if stdout.decode(&buf[..n], events) {
+                return;
+            }
+        }
+    }
+
+    fn port_reader(stdout: &Stdout) -> File {
+        let fd = stdout.raw_fd().expect("fd");
+        File::open(format!("/proc/self/fd/{fd}")).expect("open pipe")
+    }
+
+    #[test]
+    fn large_frame_is_read_on_the_reader_thread_then_handed_back() {
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = b"before ".to_vec();
+        codec::encode_frame(&big, &mut wire);
+        wire.extend_from_slice(b" after ");
+        codec::encode_frame(b"small", &mut wire);
+        let file = wire_file("large-frame", &wire);
+        let (channel, stdout, rx) =
+            start_sh(&format!("cat '{}'", file.display()), StdioMode::Piped);
+        let stdout = stdout.expect("piped stdout");
+        let mut port = port_reader(&stdout);
+        let mut events = Vec::new();
+        read_until_large_frame(&stdout, &mut port, &mut events);
+        stdout.read_on_thread();
+        loop {
+            let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
+            if event.is_data() {
+                channel.ack(1);
+            }
+            match event {
+                Event::Resume => break,
+                Event::Frame(_) | Event::Console(_) => events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The rest, if any, through the "port" again.
+        let mut rest = Vec::new();
+        let _ = std::fs::remove_file(&file);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match port.read(&mut buf).expect("read") {
+                0 => break,
+                n => rest.extend_from_slice(&buf[..n]),
+            }
+        }
+        stdout.decode(&rest, &mut events);
+        stdout.finish(&mut events);
+        stdout.release();
+        let frames: Vec<&Vec<u8>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len(), 2);
+        assert!(*frames[0] == big, "large frame corrupted");
+        assert_eq!(frames[1], b"small");
+        let text: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Console(t) => Some(t.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(text, b"before  after ");
+        let (_, status) = collect(&channel, &rx);
+        assert_eq!(status, Some(0));
+    }
+
+    #[test]
+    fn released_stdout_is_no_longer_read_by_the_reader_thread() {
+        let mut wire = Vec::new();
+        codec::encode_frame(&vec![1u8; 1_000_000], &mut wire);
+        let file = wire_file("released", &wire[..128 * 1024]);
+        let (channel, stdout, rx) = start_sh(
+            &format!("cat '{}'; sleep 30", file.display()),
+            StdioMode::Piped,
+        );
+        let stdout = stdout.expect("piped stdout");
+        let mut port = port_reader(&stdout);
+        let mut events = Vec::new();
+        read_until_large_frame(&stdout, &mut port, &mut events);
+        stdout.read_on_thread();
+        std::thread::sleep(Duration::from_millis(100));
+        stdout.release();
+        assert_eq!(stdout.raw_fd(), None);
+        let _ = std::fs::remove_file(&file);
+        channel.kill();
+        // Nothing but the exit status: no frame, no hand-back.
+        let (_, status) = collect(&channel, &rx);
+        assert_eq!(status, Some(128 + 9));
     }
 
     #[test]

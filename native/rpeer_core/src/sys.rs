@@ -90,8 +90,23 @@ pub struct Waker {
 impl Waker {
     pub fn new() -> io::Result<Self> {
         let (read, write) = pipe()?;
+        set_nonblocking(read.as_raw_fd())?;
         set_nonblocking(write.as_raw_fd())?;
         Ok(Waker { read, write })
+    }
+
+    /// Takes back the wakes so far: the next poll waits for a new one.
+    pub fn clear(&self) {
+        let mut sink = [0u8; 64];
+        // SAFETY: reads into a valid local buffer from a pipe we own (non-blocking).
+        while unsafe {
+            libc::read(
+                self.read.as_raw_fd(),
+                sink.as_mut_ptr() as *mut libc::c_void,
+                sink.len(),
+            )
+        } > 0
+        {}
     }
 
     /// Wakes every present and future poller. Idempotent.

@@ -22,4 +22,7 @@ rustler::atoms! {
     tcp,
     tcp_closed,
     eof,
+    port,
+    thread,
+    resume,
 }

@@ -202,8 +202,9 @@ fn stdout_fd(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
 }
 
 /// Decodes what the port read from the program's stdout (at most the port's 64 KiB read,
-/// a few microseconds), or `eof`: the list of `{frame, Payload}` and `{console, Text}`
-/// events it completes, in stream order.
+/// a few microseconds), or `eof`: `{Events, Next}`, the `{frame, Payload}` and
+/// `{console, Text}` events it completes in stream order, and `thread` when a large
+/// frame is coming whose rest `read_stdout/2` reads faster, else `port`.
 #[rustler::nif]
 fn decode_stdout<'a>(
     env: Env<'a>,
@@ -212,18 +213,34 @@ fn decode_stdout<'a>(
 ) -> NifResult<Term<'a>> {
     let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
     let mut events = Vec::new();
-    if let Ok(bytes) = input.decode::<Binary>() {
-        stdout.decode(bytes.as_slice(), &mut events);
+    let large_frame_next = if let Ok(bytes) = input.decode::<Binary>() {
+        stdout.decode(bytes.as_slice(), &mut events)
     } else if input == atoms::eof().to_term(env) {
         stdout.finish(&mut events);
+        false
     } else {
         return Err(Error::BadArg);
-    }
+    };
     let terms: Vec<Term> = events
         .into_iter()
         .map(|event| encode_event(env, event))
         .collect();
-    Ok(terms.encode(env))
+    let next = if large_frame_next {
+        atoms::thread()
+    } else {
+        atoms::port()
+    };
+    Ok((terms, next).encode(env))
+}
+
+/// Has the channel's reader thread read the program's stdout until the large frame
+/// being received is in; its events come as the channel's: frames and console text, then
+/// `resume` (read it through a port again).
+#[rustler::nif]
+fn read_stdout(channel: ResourceArc<ChannelResource>) -> NifResult<Atom> {
+    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
+    stdout.read_on_thread();
+    Ok(atoms::ok())
 }
 
 /// Closes the origin's end of the program's stdout; call once the port reading it is

@@ -101,6 +101,7 @@ pub fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
         Event::Rejected(address) => (atoms::rejected(), address).encode(env),
         Event::Failed(what) => (atoms::failed(), what).encode(env),
         Event::LaunchFailed(errno) => (atoms::launch_failed(), errno_atom(env, &errno)).encode(env),
+        Event::Resume => atoms::resume().encode(env),
     }
 }
 
