@@ -23,7 +23,8 @@ pub enum Event {
     Stderr(Vec<u8>),
     /// The spawned program exited; `None` when its status could not be read.
     /// Sent after every `Stderr` event of the process; the owner orders it after the
-    /// end of the process's stdout, which it reads itself.
+    /// end of the process's stdout, which it reads itself (stdout's `Frame`, `Console`
+    /// and `Resume` events, read here at the owner's request, may still follow).
     ExitStatus(Option<i32>),
     /// The program could not be launched (an errno name); nothing follows.
     LaunchFailed(String),

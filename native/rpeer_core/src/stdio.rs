@@ -17,8 +17,9 @@
 //!
 //! One reader thread polls stderr (and, on the peer side, stdin) and the status pipe. It
 //! reads until the streams end, so that a peer flushing its output while it halts is
-//! never blocked, and reports `ExitStatus` last. After the status arrives it waits at
-//! most [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
+//! never blocked, and reports `ExitStatus` after them. After the status arrives it waits
+//! at most [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
+//! Until the owner releases stdout it still reads large frames there when asked.
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
@@ -392,6 +393,36 @@ impl Reader {
         if self.delivering && !self.shared.is_aborted() {
             sink.deliver(last);
         }
+        self.serve_stdout(sink, &mut buf, &mut events);
+    }
+
+    /// After the exit status the owner may still be reading stdout (the exit came first)
+    /// and ask for a large frame there to be read here: until it releases stdout.
+    fn serve_stdout(&mut self, sink: &mut impl Sink, buf: &mut [u8], events: &mut Vec<Event>) {
+        loop {
+            let Some(wake) = self.stdout.as_ref().map(|s| s.wake.fd()) else {
+                return;
+            };
+            if self.stdout.as_ref().is_some_and(|s| s.fd.lock().is_none()) {
+                return; // released, or the owner is gone
+            }
+            self.take_stdout_request(sink);
+            let mut fds = vec![(wake, Interest::Read)];
+            if let Some(stream) = &self.stdout_read {
+                fds.push((stream.file.as_raw_fd(), Interest::Read));
+            }
+            let Ok(ready) = sys::poll(&fds, None) else {
+                return;
+            };
+            if ready[0].readable {
+                if let Some(stdout) = &self.stdout {
+                    stdout.wake.clear();
+                }
+            }
+            if ready.get(1).is_some_and(|r| r.readable) {
+                self.read_stdout(sink, buf, events);
+            }
+        }
     }
 
     /// The owner asked for a large frame on stdout to be read here (or released it).
@@ -709,6 +740,45 @@ mod tests {
         assert_eq!(text, b"before  after ");
         let (_, status) = collect(&channel, &rx);
         assert_eq!(status, Some(0));
+    }
+
+    #[test]
+    fn large_frame_left_in_the_pipe_after_the_exit_is_still_read() {
+        // 400 KB of payload, 800 KB encoded: all of it fits in the pipe, so the program
+        // exits (and its status arrives) before the owner asks for the frame.
+        let big = vec![7u8; 400_000];
+        let mut wire = Vec::new();
+        codec::encode_frame(&big, &mut wire);
+        wire.extend_from_slice(b"bye");
+        let file = wire_file("after-exit", &wire);
+        let (channel, stdout, rx) =
+            start_sh(&format!("cat '{}'", file.display()), StdioMode::Piped);
+        let stdout = stdout.expect("piped stdout");
+        let (_, status) = collect(&channel, &rx);
+        assert_eq!(status, Some(0));
+        let _ = std::fs::remove_file(&file);
+        let mut port = port_reader(&stdout);
+        let mut events = Vec::new();
+        read_until_large_frame(&stdout, &mut port, &mut events);
+        stdout.read_on_thread();
+        loop {
+            let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
+            if event.is_data() {
+                channel.ack(1);
+            }
+            match event {
+                Event::Resume => break,
+                Event::Frame(_) | Event::Console(_) => events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut rest = Vec::new();
+        port.read_to_end(&mut rest).expect("read");
+        stdout.decode(&rest, &mut events);
+        stdout.finish(&mut events);
+        stdout.release();
+        assert!(events.contains(&Event::Frame(big)), "large frame lost");
+        assert!(events.contains(&Event::Console(b"bye".to_vec())));
     }
 
     #[test]
