@@ -278,9 +278,11 @@ send(Dest, To, Message) ->
           %%  or while a large frame comes in, the channel's thread; the channel that
           %%  decodes it; which of ours its events belong to
           stdout :: undefined | {port() | thread, rpeer_nif:channel(), channel | launcher},
-          %% an exit status that came before the stdout port's end of file: handled
-          %%  after it (or ?STDOUT_GRACE later), as a port's exit_status follows its eof
-          exit_held :: undefined | {channel | launcher, {exit_status, term()}, reference()},
+          %% an exit status that came before the end of stdout: handled after it, as a
+          %%  port's exit_status follows its eof (or once ?STDOUT_GRACE passed with
+          %%  nothing read), with the grace timer and the stdout bytes read at its start
+          exit_held :: undefined | {channel | launcher, {exit_status, term()}, reference(),
+                                    non_neg_integer()},
           %% the latest console and stderr output of the peer, at most ?OUTPUT_TAIL bytes
           output = <<>> :: binary(),
           %% whether the next stderr text starts a line (and gets ?STDERR_PREFIX)
@@ -430,8 +432,8 @@ handle_info({Port, _} = Message, #peer_state{stdout = {Port, _, _}} = State) ->
     outcome(stdout_message(Message, State));
 handle_info({'EXIT', Port, _Reason}, #peer_state{stdout = {Port, _, _}} = State) ->
     outcome(stdout_ended(State));
-handle_info({timeout, Timer, stdout_grace}, #peer_state{exit_held = {_, _, Timer}} = State) ->
-    outcome(stdout_ended(State));
+handle_info({timeout, Timer, stdout_grace}, #peer_state{exit_held = {_, _, Timer, _}} = State) ->
+    outcome(stdout_grace(State));
 
 %% booting: peer notifies via Erlang distribution
 handle_info({started, Node}, State) ->
@@ -464,9 +466,8 @@ source(_Tag, _State) ->
 
 %% An event of the channel or the launcher. The exit status of the process whose stdout
 %%  is still open waits for its end: what the peer wrote before it exited comes first.
-event(Source, {exit_status, _} = Event, #peer_state{stdout = {_, _, Source}} = State) ->
-    Timer = erlang:start_timer(?STDOUT_GRACE, self(), stdout_grace),
-    {ok, State#peer_state{exit_held = {Source, Event, Timer}}};
+event(Source, {exit_status, _} = Event, #peer_state{stdout = {_, Spawned, Source}} = State) ->
+    {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), rpeer_nif:stdout_read_bytes(Spawned)}}};
 event(Source, Event, State) ->
     channel_event(Source, Event, State).
 
@@ -600,9 +601,21 @@ stdout_ended(State) ->
     case Flushed#peer_state.exit_held of
         undefined ->
             {ok, Ended};
-        {HeldSource, Event, Timer} ->
+        {HeldSource, Event, Timer, _Read} ->
             _ = erlang:cancel_timer(Timer),
             channel_event(HeldSource, Event, Ended)
+    end.
+
+grace_timer() ->
+    erlang:start_timer(?STDOUT_GRACE, self(), stdout_grace).
+
+%% ?STDOUT_GRACE after the exit status (or the last look): a stdout still read from (a
+%%  large frame coming in) gets another grace; one nothing was read from is held open by
+%%  a process the peer started, and is given up.
+stdout_grace(#peer_state{stdout = {_, Spawned, _}, exit_held = {Source, Event, _, Read}} = State) ->
+    case rpeer_nif:stdout_read_bytes(Spawned) of
+        Read -> stdout_ended(State);
+        Now -> {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), Now}}}
     end.
 
 stdout_events(Source, Events, State) ->
@@ -729,7 +742,7 @@ await(Done, State, Deadline) ->
                              _ -> undefined
                          end,
             Held = case State#peer_state.exit_held of
-                       {_, _, Timer} -> Timer;
+                       {_, _, Timer, _} -> Timer;
                        undefined -> undefined
                    end,
             receive
@@ -740,7 +753,7 @@ await(Done, State, Deadline) ->
                 {'EXIT', P, _} when is_port(P), P =:= StdoutPort ->
                     await(Done, state_after(stdout_ended(State)), Deadline);
                 {timeout, T, stdout_grace} when T =:= Held ->
-                    await(Done, state_after(stdout_ended(State)), Deadline)
+                    await(Done, state_after(stdout_grace(State)), Deadline)
             after time_left(Deadline) ->
                     {false, State}
             end

@@ -37,11 +37,11 @@
 -module(rpeer_nif).
 
 -export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-         stdout_fd/1, decode_stdout/2, read_stdout/1, release_stdout/1]).
+         stdout_fd/1, decode_stdout/2, read_stdout/1, stdout_read_bytes/1, release_stdout/1]).
 -export_type([channel/0]).
 
 -nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-       stdout_fd/1, decode_stdout/2, read_stdout/1, release_stdout/1]).
+       stdout_fd/1, decode_stdout/2, read_stdout/1, stdout_read_bytes/1, release_stdout/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
@@ -142,6 +142,12 @@ decode_stdout(_Channel, _Bytes) ->
 %% channel's (flow-controlled), then `resume': open a port on {@link stdout_fd/1} again.
 -spec read_stdout(channel()) -> ok.
 read_stdout(_Channel) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc Bytes read from the program's stdout so far, by the port or the channel's
+%% thread: whether the stream is still written to.
+-spec stdout_read_bytes(channel()) -> non_neg_integer().
+stdout_read_bytes(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Closes the origin's end of the program's stdout. Call it after the port on it is

@@ -21,6 +21,7 @@
     address_in_use_is_a_clear_error/0, address_in_use_is_a_clear_error/1,
     output_written_before_exit_comes_first/0, output_written_before_exit_comes_first/1,
     exit_reported_while_a_child_holds_stdout/0, exit_reported_while_a_child_holds_stdout/1,
+    exit_waits_while_a_child_still_writes_stdout/0, exit_waits_while_a_child_still_writes_stdout/1,
     killed_controller_leaks_no_descriptor/0, killed_controller_leaks_no_descriptor/1
 ]).
 
@@ -35,6 +36,7 @@ all() ->
      corrupt_tcp_frame_is_ignored, rounds_of_concurrent_tcp_peers,
      self_detaching_peer_still_boots, address_in_use_is_a_clear_error,
      output_written_before_exit_comes_first, exit_reported_while_a_child_holds_stdout,
+     exit_waits_while_a_child_still_writes_stdout,
      killed_controller_leaks_no_descriptor].
 
 with_test_code(Peer) ->
@@ -213,6 +215,26 @@ exit_reported_while_a_child_holds_stdout(Config) when is_list(Config) ->
     Waited = erlang:monotonic_time(millisecond) - Started,
     ct:log("down after ~b ms", [Waited]),
     ?assert(Waited < 10000).
+
+exit_waits_while_a_child_still_writes_stdout() ->
+    [{doc, "A child of the peer's wrapper (which execs erl) writes to its stdout for 3 s "
+      "once the node halted (longer than the 2 s grace for an idle stdout): all of it "
+      "comes before the peer is reported down"}].
+
+exit_waits_while_a_child_still_writes_stdout(Config) when is_list(Config) ->
+    Script = wrapper(Config, "ticking_child",
+                     "(while kill -0 $$; do sleep 0.05; done; "
+                     "i=0; while [ $i -lt 30 ]; do echo tick; sleep 0.1; i=$((i+1)); done; "
+                     "echo ticks done) 2>/dev/null &"),
+    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
+                                       peer_down => continue}),
+    ct:capture_start(),
+    ok = rpeer:cast(Peer, erlang, halt, [0]),
+    ?assertEqual({exit_status, 0}, wait_down(Peer)),
+    ct:capture_stop(),
+    Text = unicode:characters_to_binary(ct:capture_get()),
+    ?assertMatch({_, _}, binary:match(Text, <<"ticks done">>)),
+    ?assertEqual(30, length(binary:matches(Text, <<"tick\n">>))).
 
 killed_controller_leaks_no_descriptor() ->
     [{doc, "Controllers of standard_io peers killed outright (no terminate/2): the peers "

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,8 @@ struct StdoutShared {
     requested: AtomicBool,
     /// Tells the reader thread that `requested` (or `fd`) changed.
     wake: sys::Waker,
+    /// Bytes read from the stream so far, by the owner's port or the reader thread.
+    read_bytes: AtomicU64,
 }
 
 impl Stdout {
@@ -107,6 +109,7 @@ impl Stdout {
                 decoding: Mutex::new(StdoutDecoder::new(true)),
                 requested: AtomicBool::new(false),
                 wake: sys::Waker::new()?,
+                read_bytes: AtomicU64::new(0),
             }),
         })
     }
@@ -119,9 +122,15 @@ impl Stdout {
     /// Decodes bytes read from the descriptor into `Frame` and `Console` events. Returns
     /// whether a large frame is coming, whose rest is faster read on the reader thread.
     pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
+        self.shared.count_read(bytes.len());
         let mut decoding = self.shared.decoding.lock();
         decoding.feed(bytes, out);
         decoding.decoder.awaiting() >= THREAD_READ_FROM
+    }
+
+    /// Bytes read from the stream so far: whether it is still written to.
+    pub fn read_bytes(&self) -> u64 {
+        self.shared.read_bytes.load(Ordering::Acquire)
     }
 
     /// The stream ended: what is held back becomes console text.
@@ -144,6 +153,12 @@ impl Stdout {
         self.shared.fd.lock().take();
         self.shared.requested.store(false, Ordering::Release);
         self.shared.wake.wake();
+    }
+}
+
+impl StdoutShared {
+    fn count_read(&self, n: usize) {
+        self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
     }
 }
 
@@ -457,6 +472,7 @@ impl Reader {
         let Some(bytes) = stream.read(buf) else {
             return;
         };
+        stdout.count_read(bytes.len());
         let frame_unfinished = !bytes.is_empty() && {
             let mut decoding = stdout.decoding.lock();
             decoding.feed(bytes, events);

@@ -243,6 +243,12 @@ fn read_stdout(channel: ResourceArc<ChannelResource>) -> NifResult<Atom> {
     Ok(atoms::ok())
 }
 
+/// Bytes read from the program's stdout so far (by the port or the channel's thread).
+#[rustler::nif]
+fn stdout_read_bytes(channel: ResourceArc<ChannelResource>) -> u64 {
+    channel.stdout.as_ref().map_or(0, stdio::Stdout::read_bytes)
+}
+
 /// Closes the origin's end of the program's stdout; call once the port reading it is
 /// closed.
 #[rustler::nif]
