@@ -653,14 +653,7 @@ mod tests {
             stdout.decode(std::slice::from_ref(byte), &mut events);
         }
         stdout.finish(&mut events);
-        let text: Vec<u8> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Console(t) => Some(t.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let text = console_text(&events);
         let frames: Vec<&Event> = events
             .iter()
             .filter(|e| matches!(e, Event::Frame(_)))
@@ -691,6 +684,47 @@ mod tests {
         }
     }
 
+    /// Has the reader thread read the large frame (acknowledging its events) until it
+    /// hands the stream back, then reads the rest "through the port" to the end.
+    fn read_rest_on_thread_then_port(
+        channel: &Channel,
+        stdout: &Stdout,
+        port: &mut File,
+        rx: &Receiver<Event>,
+        events: &mut Vec<Event>,
+    ) {
+        stdout.read_on_thread();
+        loop {
+            let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
+            if event.is_data() {
+                channel.ack(1);
+            }
+            match event {
+                Event::Resume => break,
+                Event::Frame(_) | Event::Console(_) => events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut rest = Vec::new();
+        port.read_to_end(&mut rest).expect("read");
+        stdout.decode(&rest, events);
+        stdout.finish(events);
+        stdout.release();
+    }
+
+    /// The console text among `events`, joined.
+    fn console_text(events: &[Event]) -> Vec<u8> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Console(t) => Some(t.as_slice()),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
+    }
+
     fn port_reader(stdout: &Stdout) -> File {
         let fd = stdout.raw_fd().expect("fd");
         File::open(format!("/proc/self/fd/{fd}")).expect("open pipe")
@@ -710,31 +744,8 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
-        stdout.read_on_thread();
-        loop {
-            let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
-            if event.is_data() {
-                channel.ack(1);
-            }
-            match event {
-                Event::Resume => break,
-                Event::Frame(_) | Event::Console(_) => events.push(event),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        // The rest, if any, through the "port" again.
-        let mut rest = Vec::new();
+        read_rest_on_thread_then_port(&channel, &stdout, &mut port, &rx, &mut events);
         let _ = std::fs::remove_file(&file);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match port.read(&mut buf).expect("read") {
-                0 => break,
-                n => rest.extend_from_slice(&buf[..n]),
-            }
-        }
-        stdout.decode(&rest, &mut events);
-        stdout.finish(&mut events);
-        stdout.release();
         let frames: Vec<&Vec<u8>> = events
             .iter()
             .filter_map(|e| match e {
@@ -745,14 +756,7 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(*frames[0] == big, "large frame corrupted");
         assert_eq!(frames[1], b"small");
-        let text: Vec<u8> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Console(t) => Some(t.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let text = console_text(&events);
         assert_eq!(text, b"before  after ");
         let (_, status) = collect(&channel, &rx);
         assert_eq!(status, Some(0));
@@ -776,23 +780,7 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
-        stdout.read_on_thread();
-        loop {
-            let event = rx.recv_timeout(Duration::from_secs(10)).expect("event");
-            if event.is_data() {
-                channel.ack(1);
-            }
-            match event {
-                Event::Resume => break,
-                Event::Frame(_) | Event::Console(_) => events.push(event),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        let mut rest = Vec::new();
-        port.read_to_end(&mut rest).expect("read");
-        stdout.decode(&rest, &mut events);
-        stdout.finish(&mut events);
-        stdout.release();
+        read_rest_on_thread_then_port(&channel, &stdout, &mut port, &rx, &mut events);
         assert!(events.contains(&Event::Frame(big)), "large frame lost");
         assert!(events.contains(&Event::Console(b"bye".to_vec())));
     }
