@@ -357,16 +357,19 @@ read_stdout(#peer_state{launcher = {_, Spawned, _}, options = Options} = State) 
     case rpeer_nif:stdout_fd(Spawned) of
         undefined ->
             State;
-        _Fd ->
+        Fd ->
             Source = case Options of
                          #{connection := standard_io} -> channel;
                          _ -> launcher
                      end,
-            State#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}
+            State#peer_state{stdout = {fd_port(Fd), Spawned, Source}}
     end.
 
+%% A port reading the stdout again (after a large frame was read on the thread).
 stdout_port(Spawned) ->
-    Fd = rpeer_nif:stdout_fd(Spawned),
+    fd_port(rpeer_nif:stdout_fd(Spawned)).
+
+fd_port(Fd) ->
     open_port({fd, Fd, Fd}, [in, binary, eof]).
 
 %% not connected: no alternative connection available

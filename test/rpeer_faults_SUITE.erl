@@ -170,9 +170,7 @@ output_written_before_exit_comes_first() ->
       "waits for the end of stdout, as a port's exit_status waits for eof)"}].
 
 output_written_before_exit_comes_first(Config) when is_list(Config) ->
-    Script = wrapper(Config, "late_writer", "(sleep 0.5; echo late output) 2>/dev/null &"),
-    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
-                                       peer_down => continue}),
+    Peer = start_wrapped(Config, "late_writer", "(sleep 0.5; echo late output) 2>/dev/null &"),
     with_test_code(Peer),
     ct:capture_start(),
     ok = rpeer:cast(Peer, ?MODULE, write_and_halt, [4]),
@@ -184,13 +182,16 @@ output_written_before_exit_comes_first(Config) when is_list(Config) ->
     ?assertMatch({_, _}, binary:match(Text, <<"late output">>)),
     ?assertEqual(4 * 1024 * 1024, length(binary:matches(Text, <<"x">>))).
 
-%% A wrapper for `exec' that runs Shell, then erl with the arguments it is given.
-wrapper(Config, Name, Shell) ->
+%% A standard_io peer (peer_down => continue) started through a wrapper script that runs
+%%  Shell, then execs erl with the arguments it is given.
+start_wrapped(Config, Name, Shell) ->
     Script = filename:join(proplists:get_value(priv_dir, Config), Name),
     ok = file:write_file(Script, ["#!/bin/sh\n", Shell, "\nexec '", os:find_executable("erl"),
                                   "' \"$@\"\n"]),
     ok = file:change_mode(Script, 8#755),
-    Script.
+    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
+                                       peer_down => continue}),
+    Peer.
 
 %% Writes MiB mebibytes of text to stdout, a line to stderr, and halts without flushing.
 write_and_halt(MiB) ->
@@ -206,9 +207,7 @@ exit_reported_while_a_child_holds_stdout() ->
       "(stock peer waits for the child)"}].
 
 exit_reported_while_a_child_holds_stdout(Config) when is_list(Config) ->
-    Script = wrapper(Config, "erl_with_child", "sleep 20 &"),
-    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
-                                       peer_down => continue}),
+    Peer = start_wrapped(Config, "erl_with_child", "sleep 20 &"),
     Started = erlang:monotonic_time(millisecond),
     ok = rpeer:cast(Peer, erlang, halt, [7]),
     ?assertEqual({exit_status, 7}, wait_down(Peer)),
@@ -222,12 +221,10 @@ exit_waits_while_a_child_still_writes_stdout() ->
       "comes before the peer is reported down"}].
 
 exit_waits_while_a_child_still_writes_stdout(Config) when is_list(Config) ->
-    Script = wrapper(Config, "ticking_child",
-                     "(while kill -0 $$; do sleep 0.05; done; "
-                     "i=0; while [ $i -lt 30 ]; do echo tick; sleep 0.1; i=$((i+1)); done; "
-                     "echo ticks done) 2>/dev/null &"),
-    {ok, Peer, _} = rpeer:start_link(#{connection => standard_io, exec => Script,
-                                       peer_down => continue}),
+    Peer = start_wrapped(Config, "ticking_child",
+                         "(while kill -0 $$; do sleep 0.05; done; "
+                         "i=0; while [ $i -lt 30 ]; do echo tick; sleep 0.1; i=$((i+1)); done; "
+                         "echo ticks done) 2>/dev/null &"),
     ct:capture_start(),
     ok = rpeer:cast(Peer, erlang, halt, [0]),
     ?assertEqual({exit_status, 0}, wait_down(Peer)),

@@ -122,10 +122,7 @@ impl Stdout {
     /// Decodes bytes read from the descriptor into `Frame` and `Console` events. Returns
     /// whether a large frame is coming, whose rest is faster read on the reader thread.
     pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
-        self.shared.count_read(bytes.len());
-        let mut decoding = self.shared.decoding.lock();
-        decoding.feed(bytes, out);
-        decoding.decoder.awaiting() >= THREAD_READ_FROM
+        self.shared.decode(bytes, out) >= THREAD_READ_FROM
     }
 
     /// Bytes read from the stream so far: whether it is still written to.
@@ -157,8 +154,14 @@ impl Stdout {
 }
 
 impl StdoutShared {
-    fn count_read(&self, n: usize) {
-        self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
+    /// Decodes bytes read from the stream, by the port or the reader thread; returns the
+    /// raw bytes still missing from the frame being received.
+    fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+        self.read_bytes
+            .fetch_add(bytes.len() as u64, Ordering::AcqRel);
+        let mut decoding = self.decoding.lock();
+        decoding.feed(bytes, out);
+        decoding.decoder.awaiting()
     }
 }
 
@@ -472,25 +475,17 @@ impl Reader {
         let Some(bytes) = stream.read(buf) else {
             return;
         };
-        stdout.count_read(bytes.len());
-        let frame_unfinished = !bytes.is_empty() && {
-            let mut decoding = stdout.decoding.lock();
-            decoding.feed(bytes, events);
-            decoding.decoder.awaiting() > 0
-        };
-        let events = std::mem::take(events);
-        if frame_unfinished {
-            for event in events {
-                self.deliver(sink, event);
-            }
-            return;
+        let frame_unfinished = !bytes.is_empty() && stdout.decode(bytes, events) > 0;
+        if !frame_unfinished {
+            // Closed before the owner reads the stream again.
+            self.stdout_read = None;
         }
-        // Closed before the owner reads the stream again.
-        self.stdout_read = None;
-        for event in events {
+        for event in events.drain(..) {
             self.deliver(sink, event);
         }
-        self.hand_stdout_back(sink);
+        if !frame_unfinished {
+            self.hand_stdout_back(sink);
+        }
     }
 
     fn hand_stdout_back(&mut self, sink: &mut impl Sink) {

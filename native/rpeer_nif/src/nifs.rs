@@ -204,7 +204,7 @@ fn stdout_fd(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
 /// Decodes what the port read from the program's stdout (at most the port's 64 KiB read,
 /// a few microseconds), or `eof`: `{Events, Next}`, the `{frame, Payload}` and
 /// `{console, Text}` events it completes in stream order, and `thread` when a large
-/// frame is coming whose rest `read_stdout/2` reads faster, else `port`.
+/// frame is coming whose rest `read_stdout/1` reads faster, else `port`.
 #[rustler::nif]
 fn decode_stdout<'a>(
     env: Env<'a>,
