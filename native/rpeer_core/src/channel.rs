@@ -2,10 +2,11 @@
 //! alternative alike. Frames go out through the channel's outgoing descriptor, owned by
 //! a writer thread; events come in from a reader thread (see `stdio` and `tcp`).
 //!
-//! Sending never blocks the caller. A small frame is written at once by the caller when
-//! nothing is queued before it and the descriptor takes it without blocking (this saves
-//! a thread wake-up per call, which is most of a small call's latency); anything else
-//! goes to the writer thread, which waits for the peer to read.
+//! Sending never blocks the caller. When nothing is queued before it, the caller writes
+//! what the descriptor takes now of a small frame (this saves a thread wake-up per call,
+//! which is most of a small call's latency), or of a larger one's start, whose first
+//! bytes then reach the peer while the writer thread wakes up; the rest goes to the
+//! writer thread, which waits for the peer to read.
 //!
 //! Closing is graceful: the writer thread writes every frame already queued (as fast as
 //! the peer reads them), then closes the descriptor and the peer sees end of file.
@@ -24,8 +25,10 @@ use std::sync::Arc;
 
 /// Bytes of payload encoded per write: bounds the writer's buffer for any frame size.
 const WRITE_CHUNK: usize = 256 * 1024;
-/// Largest payload the caller writes itself (encoding it takes a few microseconds).
-const INLINE_MAX: usize = 16 * 1024;
+/// Payload the caller encodes and writes itself (a few tens of microseconds): a whole
+/// frame up to this size, else the frame's start, so that its first bytes leave without
+/// waiting for the writer thread to wake up.
+const INLINE_MAX: usize = 64 * 1024;
 /// Largest length-prefixed payload the caller writes itself: nothing to encode, the
 /// socket copies it in a fraction of a millisecond, and what it does not take at once
 /// is left to the writer thread.
@@ -75,6 +78,19 @@ pub(crate) enum Item {
         frame: Box<dyn Outgoing>,
         sent: usize,
     },
+    /// A nibble-encoded frame whose start the caller encoded.
+    Started {
+        frame: Box<dyn Outgoing>,
+        start: Start,
+    },
+}
+
+/// How far a nibble-encoded frame got: the encoder after the first `consumed` bytes of
+/// payload, and the encoded bytes not written yet.
+pub(crate) struct Start {
+    encoder: FrameEncoder,
+    consumed: usize,
+    unwritten: Vec<u8>,
 }
 
 /// State shared by a channel's handle and its threads.
@@ -154,6 +170,18 @@ impl Channel {
                         return match out.write_now(payload) {
                             Ok(None) => Ok(()),
                             Ok(Some(rest)) => self.enqueue(queue, Item::Encoded(rest)),
+                            Err(_) => Err(Closed),
+                        };
+                    }
+                    Framing::Nibbles if frame_size(payload.len()).is_ok() => {
+                        return match out.write_start(payload) {
+                            Ok(start) => self.enqueue(
+                                queue,
+                                Item::Started {
+                                    frame: keep(),
+                                    start,
+                                },
+                            ),
                             Err(_) => Err(Closed),
                         };
                     }
@@ -275,7 +303,7 @@ pub(crate) fn spawn_writer(
                 }
                 let mut out = shared.out.lock();
                 let written = match out.as_mut() {
-                    Some(out) => out.write_item(&item, &shared),
+                    Some(out) => out.write_item(item, &shared),
                     None => Err(io::ErrorKind::BrokenPipe.into()),
                 };
                 shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -316,38 +344,82 @@ impl Out {
         Ok(rest)
     }
 
-    fn write_item(&mut self, item: &Item, shared: &Shared) -> io::Result<()> {
+    /// Encodes the start of a larger frame (its first [`INLINE_MAX`] bytes of payload)
+    /// and writes what the descriptor takes of it now.
+    fn write_start(&mut self, payload: &[u8]) -> io::Result<Start> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut encoder = FrameEncoder::new(payload.len(), &mut buf);
+        let consumed = payload.len().min(INLINE_MAX);
+        encoder.chunk(&payload[..consumed], &mut buf);
+        let written = self.write_some(&buf);
+        let unwritten = written.as_ref().map_or(Vec::new(), |&n| buf[n..].to_vec());
+        self.buf = buf;
+        written?;
+        Ok(Start {
+            encoder,
+            consumed,
+            unwritten,
+        })
+    }
+
+    fn write_item(&mut self, item: Item, shared: &Shared) -> io::Result<()> {
         match item {
-            Item::Encoded(bytes) => self.write_all(bytes, shared),
-            Item::Frame(frame) => self.write_frame(&**frame, shared),
-            Item::Rest { frame, sent } => self.write_prefixed(&**frame, *sent, shared),
+            Item::Encoded(bytes) => self.write_all(&bytes, shared),
+            Item::Frame(frame) => self.write_frame(&*frame, shared),
+            Item::Rest { frame, sent } => self.write_prefixed(&*frame, sent, shared),
+            Item::Started { frame, start } => self.write_rest(&*frame, start, shared),
         }
     }
 
     fn write_frame(&mut self, frame: &dyn Outgoing, shared: &Shared) -> io::Result<()> {
         // Both framings carry the size in 32 bits: refuse a larger frame before a byte.
         frame_size(frame.len())?;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let result = match self.framing {
+        match self.framing {
             Framing::LengthPrefixed => self.write_prefixed(frame, 0, shared),
             Framing::Nibbles => {
-                let mut encoder = FrameEncoder::new(frame.len(), &mut buf);
-                frame
-                    .with_bytes(&mut |bytes| {
-                        for part in bytes.chunks(WRITE_CHUNK) {
-                            encoder.chunk(part, &mut buf);
-                            self.write_all(&buf, shared)?;
-                            buf.clear();
-                        }
-                        Ok(())
-                    })
-                    .and_then(|()| {
-                        encoder.finish(&mut buf);
-                        self.write_all(&buf, shared)
-                    })
+                let mut header = Vec::new();
+                let encoder = FrameEncoder::new(frame.len(), &mut header);
+                let start = Start {
+                    encoder,
+                    consumed: 0,
+                    unwritten: header,
+                };
+                self.write_rest(frame, start, shared)
             }
-        };
+        }
+    }
+
+    /// Encodes and writes a nibble-encoded frame from where `start` left it, waiting for
+    /// the peer to read.
+    fn write_rest(
+        &mut self,
+        frame: &dyn Outgoing,
+        start: Start,
+        shared: &Shared,
+    ) -> io::Result<()> {
+        let Start {
+            mut encoder,
+            consumed,
+            unwritten,
+        } = start;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        // What is left of the start leaves with the next part.
+        buf.extend_from_slice(&unwritten);
+        let result = frame
+            .with_bytes(&mut |bytes| {
+                for part in bytes[consumed..].chunks(WRITE_CHUNK) {
+                    encoder.chunk(part, &mut buf);
+                    self.write_all(&buf, shared)?;
+                    buf.clear();
+                }
+                Ok(())
+            })
+            .and_then(|()| {
+                encoder.finish(&mut buf);
+                self.write_all(&buf, shared)
+            });
         buf.clear();
         self.buf = buf;
         result
@@ -455,4 +527,87 @@ fn unsent<'a>(header: &'a [u8], body: &'a [u8], sent: usize) -> [&'a [u8]; 2] {
 /// Both framings carry the size in 32 bits.
 fn frame_size(len: usize) -> io::Result<u32> {
     u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Decoder, Event};
+    use std::fs::File;
+    use std::io::Read;
+    use std::thread::JoinHandle;
+
+    /// Reads a pipe to its end and decodes it: the frames, in order.
+    fn decode_all(read_end: OwnedFd) -> JoinHandle<Vec<Vec<u8>>> {
+        std::thread::spawn(move || {
+            let (mut file, mut bytes) = (File::from(read_end), Vec::new());
+            file.read_to_end(&mut bytes).expect("read");
+            let (mut decoder, mut events) = (Decoder::new(), Vec::new());
+            decoder.feed(&bytes, &mut events);
+            events
+                .into_iter()
+                .map(|event| match event {
+                    Event::Frame(frame) => frame,
+                    Event::Console(text) => panic!("console text {} bytes", text.len()),
+                })
+                .collect()
+        })
+    }
+
+    fn payload(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn start_of_a_large_frame_left_unwritten_by_a_full_pipe_is_written_first() {
+        let (read_end, write_end) = sys::pipe().expect("pipe");
+        sys::set_nonblocking(write_end.as_raw_fd()).expect("nonblocking");
+        let shared = Shared::new().expect("shared");
+        let mut out = Out {
+            fd: write_end,
+            framing: Framing::Nibbles,
+            buf: Vec::new(),
+        };
+        // A small frame fills the pipe (64 KiB by default) but for a few bytes.
+        let small = payload(30 * 1024, 1);
+        assert_eq!(out.write_now(&small).expect("write"), None);
+        let large = payload(3 * INLINE_MAX + 5, 2);
+        let start = out.write_start(&large).expect("start");
+        assert_eq!(start.consumed, INLINE_MAX);
+        // The encoded start: the size (8 bytes), then two bytes per payload byte.
+        let encoded_start = 8 + 2 * INLINE_MAX;
+        assert!(
+            !start.unwritten.is_empty() && start.unwritten.len() < encoded_start,
+            "the start was partly written: {} bytes left",
+            start.unwritten.len()
+        );
+        let reading = decode_all(read_end);
+        out.write_rest(&large, start, &shared).expect("rest");
+        drop(out);
+        assert!(reading.join().expect("reader") == vec![small, large]);
+    }
+
+    #[test]
+    fn frames_sent_around_a_started_frame_keep_their_order() {
+        let (read_end, write_end) = sys::pipe().expect("pipe");
+        let shared = Shared::new().expect("shared");
+        let (queue, frames) = queue();
+        spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
+        let channel = Channel::new(Some(queue), shared, None);
+        let reading = decode_all(read_end);
+        let sent = vec![
+            payload(10, 3),
+            payload(5 * INLINE_MAX, 4),
+            payload(INLINE_MAX, 5),
+            payload(2 * WRITE_CHUNK + 1, 6),
+            payload(1, 7),
+        ];
+        for frame in &sent {
+            channel.send_vec(frame.clone()).expect("send");
+        }
+        channel.close();
+        assert!(reading.join().expect("reader") == sent);
+    }
 }
