@@ -1221,11 +1221,12 @@ loads_on_demand([]) ->
     true.
 
 %% The directory of rpeer's beam files, if they are plain files (not in an archive) that
-%%  a peer on this host can load.
+%%  a peer on this host can load; absolute, as the peer may start in another directory
+%%  (a wrapper in `exec' may change it).
 agent_ebin() ->
     case code:which(rpeer_agent) of
         Beam when is_list(Beam) ->
-            Ebin = filename:dirname(Beam),
+            Ebin = filename:absname(filename:dirname(Beam)),
             case prim_file:read_file_info(Ebin) of
                 {ok, #file_info{type = directory}} -> {ok, Ebin};
                 _ -> error

@@ -48,16 +48,28 @@
 
 -spec load() -> ok | {error, term()}.
 load() ->
-    Dir = case code:priv_dir(rpeer) of
-              {error, bad_name} ->
-                  filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-              Priv ->
-                  Priv
-          end,
+    Dir = priv_dir(),
     %% rpeer-wait, which runs every spawned program, is installed next to the NIF.
     Waiter = filename:join(Dir, "rpeer-wait"),
     erlang:load_nif(filename:join(Dir, "rpeer_nif"),
                     unicode:characters_to_binary(Waiter, unicode, file:native_name_encoding())).
+
+%% The priv directory beside the ebin this module was loaded from (as rebar3 and releases
+%%  lay it out), else the application's: code:priv_dir/1 alone takes the first directory
+%%  named rpeer in the code path, which may be another one. Absolute: rpeer-wait is run
+%%  from there whatever the current directory is then.
+priv_dir() ->
+    Beside = filename:join(filename:dirname(filename:dirname(filename:absname(code:which(?MODULE)))),
+                           "priv"),
+    case prim_file:read_file_info(filename:join(Beside, "rpeer_nif.so")) of
+        {ok, _} ->
+            Beside;
+        {error, _} ->
+            case code:priv_dir(rpeer) of
+                {error, bad_name} -> Beside;
+                Priv -> filename:absname(Priv)
+            end
+    end.
 
 %% @doc Starts `Exec' with `Args' and exactly the environment `Env'. `standard_io'
 %% connects its stdin/stdout/stderr to the channel; `detached' gives it /dev/null and the

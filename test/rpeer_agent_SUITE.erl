@@ -27,7 +27,8 @@
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
     gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1,
     socket_backend_is_kept/0, socket_backend_is_kept/1,
-    boot_skips_string_only/0, boot_skips_string_only/1
+    boot_skips_string_only/0, boot_skips_string_only/1,
+    nif_loads_beside_its_ebin/0, nif_loads_beside_its_ebin/1
 ]).
 
 suite() ->
@@ -43,7 +44,8 @@ groups() ->
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
                           invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
                           channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer,
-                          socket_backend_is_kept, boot_skips_string_only]}].
+                          socket_backend_is_kept, boot_skips_string_only,
+                          nif_loads_beside_its_ebin]}].
 
 start(Extra) ->
     rpeer:start_link(maps:merge(#{connection => standard_io, peer_side => rpeer}, Extra)).
@@ -275,3 +277,16 @@ boot_skips_string_only(Config) when is_list(Config) ->
     ?assertEqual([$a | "b"], rpeer:call(Peer, unicode_util, cp, ["ab"])),
     ?assertMatch({file, _}, rpeer:call(Peer, code, is_loaded, [string])),
     ok = rpeer:stop(Peer).
+
+nif_loads_beside_its_ebin() ->
+    [{doc, "The agent's NIF loads from the priv directory beside rpeer's ebin, even when "
+      "another directory named rpeer comes first in the peer's code path (which "
+      "code:priv_dir(rpeer) would take)"}].
+
+nif_loads_beside_its_ebin(Config) when is_list(Config) ->
+    Decoy = filename:join([proplists:get_value(priv_dir, Config), "decoy", "rpeer"]),
+    ok = filelib:ensure_path(Decoy),
+    {ok, Peer, _} = start(#{args => ["-pa", Decoy]}),
+    ?assertEqual(filename:join(Decoy, "priv"), rpeer:call(Peer, code, priv_dir, [rpeer])),
+    ?assertEqual(node, rpeer:call(Peer, erlang, element, [1, {node}])),
+    rpeer:stop(Peer).
