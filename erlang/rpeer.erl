@@ -568,9 +568,9 @@ decode_stdout(Bytes, #peer_state{stdout = {_, Spawned, Source}} = State) ->
     {Next, stdout_events(Source, Events, State)}.
 
 %% A large frame is coming: a port reads 64 KiB at a time, a message each, so the port
-%%  is closed and the channel's thread reads the frame's rest in large reads. What the
-%%  port read before it closed is decoded first: maybe the frame, or the stream, ended
-%%  there.
+%%  is closed, what the pipe holds of the frame is read at once, and the channel's
+%%  thread reads the rest in large reads. What the port read before it closed is
+%%  decoded first: maybe the frame, or the stream, ended there.
 read_on_thread(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
     true = erlang:port_close(Port),
     case drain_port(Port, thread, State) of
@@ -579,8 +579,13 @@ read_on_thread(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
         {port, Drained} ->
             {ok, Drained#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}};
         {thread, Drained} ->
-            ok = rpeer_nif:read_stdout(Spawned),
-            {ok, Drained#peer_state{stdout = {thread, Spawned, Source}}}
+            {Events, Next} = rpeer_nif:read_stdout(Spawned),
+            Read = stdout_events(Source, Events, Drained),
+            Reader = case Next of
+                         port -> stdout_port(Spawned);
+                         thread -> thread
+                     end,
+            {ok, Read#peer_state{stdout = {Reader, Spawned, Source}}}
     end.
 
 drain_port(Port, Next, State) ->

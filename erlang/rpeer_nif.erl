@@ -30,9 +30,9 @@
 %% so that the VM polls it as it polls stock peer's port, and decodes what the port
 %% delivers with {@link decode_stdout/2} into `{frame, Binary}' and `{console, Binary}'
 %% events (console text as stderr's). When a large frame is coming, the owner closes the
-%% port and has the channel's thread read the frame's rest ({@link read_stdout/1}; a
-%% port reads 64 KiB at a time, a message each), which then sends `resume': the owner
-%% opens a port again. The exit status can arrive before the end of stdout: the owner
+%% port and reads what the pipe holds of the frame ({@link read_stdout/1}); if the frame
+%% goes on, the channel's thread reads its rest (a port reads 64 KiB at a time, a message
+%% each) and then sends `resume': the owner opens a port again. The exit status can arrive before the end of stdout: the owner
 %% orders them.
 -module(rpeer_nif).
 
@@ -149,10 +149,13 @@ stdout_fd(_Channel) ->
 decode_stdout(_Channel, _Bytes) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Has the channel's thread read the program's stdout until the large frame coming
-%% is in (call it only while no port reads it). Its frame and console events come as the
-%% channel's (flow-controlled), then `resume': open a port on {@link stdout_fd/1} again.
--spec read_stdout(channel()) -> ok.
+%% @doc Reads the large frame coming on the program's stdout as far as the pipe holds it
+%% now (at most 1 MiB, without waiting; call it only while no port reads the stdout):
+%% the events completed, and who reads on. With `port', open a port on
+%% {@link stdout_fd/1} again; with `thread', the channel's thread reads until the frame
+%% is in: its frame and console events come as the channel's (flow-controlled), then
+%% `resume'.
+-spec read_stdout(channel()) -> {[{frame | console, binary()}], port | thread}.
 read_stdout(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 

@@ -42,6 +42,10 @@ const READ_BUFFER: usize = 256 * 1024;
 /// one port read (64 KiB), so that small frames never leave the port.
 pub const THREAD_READ_FROM: usize = 256 * 1024;
 
+/// Raw bytes the owner reads itself when a large frame begins (see [`Stdout::read_now`]):
+/// what a full pipe holds, read and decoded in a few hundred microseconds.
+const READ_NOW_MAX: usize = 1024 * 1024;
+
 /// How long a dropped [`Stdout`] keeps its descriptor open when the owner never said
 /// that the port reading it is closed: a port closes when its owner dies, maybe just
 /// after the owner's resources are dropped, and must not find its descriptor reused.
@@ -97,6 +101,8 @@ struct StdoutShared {
     wake: sys::Waker,
     /// Bytes read from the stream so far, by the owner's port or the reader thread.
     read_bytes: AtomicU64,
+    /// The buffer of [`Stdout::read_now`].
+    read_now_buf: Mutex<Vec<u8>>,
 }
 
 impl Stdout {
@@ -110,6 +116,7 @@ impl Stdout {
                 requested: AtomicBool::new(false),
                 wake: sys::Waker::new()?,
                 read_bytes: AtomicU64::new(0),
+                read_now_buf: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -133,6 +140,41 @@ impl Stdout {
     /// The stream ended: what is held back becomes console text.
     pub fn finish(&self, out: &mut Vec<Event>) {
         self.shared.decoding.lock().finish(out);
+    }
+
+    /// Reads the frame being received as far as the stream holds it now, without
+    /// waiting (at most [`READ_NOW_MAX`] bytes): a large frame's start is in the pipe
+    /// already when the owner sees the frame begin, and reading it here spares waiting
+    /// for the reader thread to wake up. Returns whether a large frame is still coming,
+    /// whose rest [`Stdout::read_on_thread`] reads; else (also at the end of the stream,
+    /// or on an error, which a port then sees) a port can read on. Call only while
+    /// nothing else reads the stream.
+    pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
+        // A duplicate shares the file description, non-blocking as the port left it.
+        let duplicate = self.shared.fd.lock().as_ref().map(OwnedFd::try_clone);
+        let Some(Ok(fd)) = duplicate else {
+            return false;
+        };
+        let mut file = File::from(fd);
+        let mut buf = self.shared.read_now_buf.lock();
+        buf.resize(READ_BUFFER, 0);
+        let (mut read, mut missing) = (0, self.shared.decoding.lock().decoder.awaiting());
+        while read < READ_NOW_MAX {
+            match file.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    read += n;
+                    missing = self.shared.decode(&buf[..n], out);
+                    if missing == 0 {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+        missing >= THREAD_READ_FROM
     }
 
     /// Has the channel's reader thread read the stream until a read ends with no frame
@@ -679,12 +721,35 @@ mod tests {
         }
     }
 
-    /// Has the reader thread read the large frame (acknowledging its events) until it
-    /// hands the stream back, then reads the rest "through the port" to the end.
-    fn read_rest_on_thread_then_port(
+    /// Reads the rest of a large frame as the owner does (what the pipe holds now, then
+    /// on the reader thread if the frame goes on), then the rest "through the port" to
+    /// the end.
+    fn read_rest_then_port(
         channel: &Channel,
         stdout: &Stdout,
         port: &mut File,
+        rx: &Receiver<Event>,
+        events: &mut Vec<Event>,
+    ) {
+        if stdout.read_now(events) {
+            read_on_thread(channel, stdout, rx, events);
+        }
+        read_port_to_end(stdout, port, events);
+    }
+
+    fn read_port_to_end(stdout: &Stdout, port: &mut File, events: &mut Vec<Event>) {
+        let mut rest = Vec::new();
+        port.read_to_end(&mut rest).expect("read");
+        stdout.decode(&rest, events);
+        stdout.finish(events);
+        stdout.release();
+    }
+
+    /// Has the reader thread read the large frame (acknowledging its events) until it
+    /// hands the stream back; an exit status coming meanwhile joins the events.
+    fn read_on_thread(
+        channel: &Channel,
+        stdout: &Stdout,
         rx: &Receiver<Event>,
         events: &mut Vec<Event>,
     ) {
@@ -695,16 +760,11 @@ mod tests {
                 channel.ack(1);
             }
             match event {
-                Event::Resume => break,
-                Event::Frame(_) | Event::Console(_) => events.push(event),
+                Event::Resume => return,
+                Event::Frame(_) | Event::Console(_) | Event::ExitStatus(_) => events.push(event),
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let mut rest = Vec::new();
-        port.read_to_end(&mut rest).expect("read");
-        stdout.decode(&rest, events);
-        stdout.finish(events);
-        stdout.release();
     }
 
     /// The console text among `events`, joined.
@@ -739,7 +799,7 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
-        read_rest_on_thread_then_port(&channel, &stdout, &mut port, &rx, &mut events);
+        read_rest_then_port(&channel, &stdout, &mut port, &rx, &mut events);
         let _ = std::fs::remove_file(&file);
         let frames: Vec<&Vec<u8>> = events
             .iter()
@@ -753,7 +813,11 @@ mod tests {
         assert_eq!(frames[1], b"small");
         let text = console_text(&events);
         assert_eq!(text, b"before  after ");
-        let (_, status) = collect(&channel, &rx);
+        let status = events.iter().find_map(|e| match e {
+            Event::ExitStatus(status) => Some(*status),
+            _ => None,
+        });
+        let status = status.unwrap_or_else(|| collect(&channel, &rx).1);
         assert_eq!(status, Some(0));
     }
 
@@ -775,9 +839,64 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
-        read_rest_on_thread_then_port(&channel, &stdout, &mut port, &rx, &mut events);
+        // The thread, not read_now, which would find all of it in the pipe.
+        read_on_thread(&channel, &stdout, &rx, &mut events);
+        read_port_to_end(&stdout, &mut port, &mut events);
         assert!(events.contains(&Event::Frame(big)), "large frame lost");
         assert!(events.contains(&Event::Console(b"bye".to_vec())));
+    }
+
+    #[test]
+    fn large_frame_already_in_the_pipe_is_read_at_once() {
+        let big = vec![9u8; 400_000];
+        let mut wire = Vec::new();
+        codec::encode_frame(&big, &mut wire);
+        wire.extend_from_slice(b"end");
+        let file = wire_file("read-now", &wire);
+        let (channel, stdout, rx) =
+            start_sh(&format!("cat '{}'", file.display()), StdioMode::Piped);
+        let stdout = stdout.expect("piped stdout");
+        // All of it is in the pipe once cat has exited.
+        let (_, status) = collect(&channel, &rx);
+        assert_eq!(status, Some(0));
+        let _ = std::fs::remove_file(&file);
+        let mut port = port_reader(&stdout);
+        let mut events = Vec::new();
+        read_until_large_frame(&stdout, &mut port, &mut events);
+        assert!(!stdout.read_now(&mut events), "frame left unfinished");
+        assert!(events.contains(&Event::Frame(big)), "large frame lost");
+        read_port_to_end(&stdout, &mut port, &mut events);
+        assert_eq!(console_text(&events), b"end");
+    }
+
+    #[test]
+    fn reading_now_returns_when_the_pipe_is_empty() {
+        let mut wire = Vec::new();
+        codec::encode_frame(&vec![3u8; 1_000_000], &mut wire);
+        let file = wire_file("read-now-empty", &wire[..300 * 1024]);
+        let (channel, stdout, rx) = start_sh(
+            &format!("cat '{}'; sleep 30", file.display()),
+            StdioMode::Piped,
+        );
+        let stdout = stdout.expect("piped stdout");
+        let mut port = port_reader(&stdout);
+        let mut events = Vec::new();
+        read_until_large_frame(&stdout, &mut port, &mut events);
+        // Let cat finish writing, then read what it wrote: the frame is unfinished.
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        assert!(stdout.read_now(&mut events), "the frame is not complete");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "read_now waited"
+        );
+        assert_eq!(stdout.read_bytes(), 300 * 1024);
+        assert!(events.is_empty());
+        let _ = std::fs::remove_file(&file);
+        stdout.release();
+        channel.kill();
+        let (_, status) = collect(&channel, &rx);
+        assert_eq!(status, Some(128 + 9));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::atoms;
 use crate::resource::ChannelResource;
 use crate::sink::{encode_event, errno_atom, ProcessSink};
 use rpeer_core::channel::Outgoing;
+use rpeer_core::event::Event;
 use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
 use rpeer_core::{stdio, sys, tcp};
 use rustler::env::{OwnedEnv, SavedTerm};
@@ -221,6 +222,27 @@ fn decode_stdout<'a>(
     } else {
         return Err(Error::BadArg);
     };
+    Ok(stdout_events(env, events, large_frame_next))
+}
+
+/// Reads the large frame being received from the program's stdout (its port closed) as
+/// far as the pipe holds it now, at most 1 MiB: `{Events, Next}` as decode_stdout/2.
+/// With `thread`, the channel's reader thread reads on until the frame is in; its events
+/// come as the channel's: frames and console text, then `resume` (read it through a port
+/// again).
+#[rustler::nif]
+fn read_stdout(env: Env, channel: ResourceArc<ChannelResource>) -> NifResult<Term> {
+    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
+    let mut events = Vec::new();
+    let large_frame_next = stdout.read_now(&mut events);
+    if large_frame_next {
+        stdout.read_on_thread();
+    }
+    Ok(stdout_events(env, events, large_frame_next))
+}
+
+/// `{Events, thread | port}`: what a stdout read completed, and who reads on.
+fn stdout_events(env: Env, events: Vec<Event>, large_frame_next: bool) -> Term {
     let terms: Vec<Term> = events
         .into_iter()
         .map(|event| encode_event(env, event))
@@ -230,17 +252,7 @@ fn decode_stdout<'a>(
     } else {
         atoms::port()
     };
-    Ok((terms, next).encode(env))
-}
-
-/// Has the channel's reader thread read the program's stdout until the large frame
-/// being received is in; its events come as the channel's: frames and console text, then
-/// `resume` (read it through a port again).
-#[rustler::nif]
-fn read_stdout(channel: ResourceArc<ChannelResource>) -> NifResult<Atom> {
-    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
-    stdout.read_on_thread();
-    Ok(atoms::ok())
+    (terms, next).encode(env)
 }
 
 /// Bytes read from the program's stdout so far (by the port or the channel's thread).
