@@ -150,7 +150,7 @@ decode_stdout(_Channel, _Bytes) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Reads the large frame coming on the program's stdout as far as the pipe holds it
-%% now (at most 1 MiB, without waiting; call it only while no port reads the stdout):
+%% now (at most 512 KiB, without waiting; call it only while no port reads the stdout):
 %% the events completed, and who reads on. With `port', open a port on
 %% {@link stdout_fd/1} again; with `thread', the channel's thread reads until the frame
 %% is in: its frame and console events come as the channel's (flow-controlled), then

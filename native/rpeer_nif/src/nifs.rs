@@ -226,7 +226,7 @@ fn decode_stdout<'a>(
 }
 
 /// Reads the large frame being received from the program's stdout (its port closed) as
-/// far as the pipe holds it now, at most 1 MiB: `{Events, Next}` as decode_stdout/2.
+/// far as the pipe holds it now, at most 512 KiB: `{Events, Next}` as decode_stdout/2.
 /// With `thread`, the channel's reader thread reads on until the frame is in; its events
 /// come as the channel's: frames and console text, then `resume` (read it through a port
 /// again).
