@@ -822,15 +822,18 @@ mod tests {
         assert_eq!(status, Some(0));
     }
 
-    #[test]
-    fn large_frame_left_in_the_pipe_after_the_exit_is_still_read() {
-        // 400 KB of payload, 800 KB encoded: all of it fits in the pipe, so the program
-        // exits (and its status arrives) before the owner asks for the frame.
-        let big = vec![7u8; 400_000];
+    /// A program that writes a large frame, then `text`, and exits: all of it fits in
+    /// the pipe, so its exit status arrives before the owner reads. Returns once the
+    /// owner "through the port" sees the frame begin.
+    fn exited_leaving_a_large_frame(
+        name: &str,
+        frame: &[u8],
+        text: &[u8],
+    ) -> (Channel, Stdout, Receiver<Event>, File, Vec<Event>) {
         let mut wire = Vec::new();
-        codec::encode_frame(&big, &mut wire);
-        wire.extend_from_slice(b"bye");
-        let file = wire_file("after-exit", &wire);
+        codec::encode_frame(frame, &mut wire);
+        wire.extend_from_slice(text);
+        let file = wire_file(name, &wire);
         let (channel, stdout, rx) =
             start_sh(&format!("cat '{}'", file.display()), StdioMode::Piped);
         let stdout = stdout.expect("piped stdout");
@@ -840,6 +843,15 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
+        (channel, stdout, rx, port, events)
+    }
+
+    #[test]
+    fn large_frame_left_in_the_pipe_after_the_exit_is_still_read() {
+        // 400 KB of payload, 800 KB encoded.
+        let big = vec![7u8; 400_000];
+        let (channel, stdout, rx, mut port, mut events) =
+            exited_leaving_a_large_frame("after-exit", &big, b"bye");
         // The thread, not read_now, which would find all of it in the pipe.
         read_on_thread(&channel, &stdout, &rx, &mut events);
         read_port_to_end(&stdout, &mut port, &mut events);
@@ -851,31 +863,23 @@ mod tests {
     fn large_frame_already_in_the_pipe_is_read_at_once() {
         // 500 KB encoded: within what read_now reads, after the port's first 64 KiB.
         let big = vec![9u8; 250_000];
-        let mut wire = Vec::new();
-        codec::encode_frame(&big, &mut wire);
-        wire.extend_from_slice(b"end");
-        let file = wire_file("read-now", &wire);
-        let (channel, stdout, rx) =
-            start_sh(&format!("cat '{}'", file.display()), StdioMode::Piped);
-        let stdout = stdout.expect("piped stdout");
-        // All of it is in the pipe once cat has exited.
-        let (_, status) = collect(&channel, &rx);
-        assert_eq!(status, Some(0));
-        let _ = std::fs::remove_file(&file);
-        let mut port = port_reader(&stdout);
-        let mut events = Vec::new();
-        read_until_large_frame(&stdout, &mut port, &mut events);
+        let (_channel, stdout, _rx, mut port, mut events) =
+            exited_leaving_a_large_frame("read-now", &big, b"end");
         assert!(!stdout.read_now(&mut events), "frame left unfinished");
         assert!(events.contains(&Event::Frame(big)), "large frame lost");
         read_port_to_end(&stdout, &mut port, &mut events);
         assert_eq!(console_text(&events), b"end");
     }
 
-    #[test]
-    fn reading_now_returns_when_the_pipe_is_empty() {
+    /// A program that writes the first `written` bytes of a large frame and stays;
+    /// returns once the owner "through the port" sees the frame begin.
+    fn stalled_in_a_large_frame(
+        name: &str,
+        written: usize,
+    ) -> (Channel, Stdout, Receiver<Event>, Vec<Event>) {
         let mut wire = Vec::new();
         codec::encode_frame(&vec![3u8; 1_000_000], &mut wire);
-        let file = wire_file("read-now-empty", &wire[..300 * 1024]);
+        let file = wire_file(name, &wire[..written]);
         let (channel, stdout, rx) = start_sh(
             &format!("cat '{}'; sleep 30", file.display()),
             StdioMode::Piped,
@@ -884,6 +888,15 @@ mod tests {
         let mut port = port_reader(&stdout);
         let mut events = Vec::new();
         read_until_large_frame(&stdout, &mut port, &mut events);
+        // cat has it open by now.
+        let _ = std::fs::remove_file(&file);
+        (channel, stdout, rx, events)
+    }
+
+    #[test]
+    fn reading_now_returns_when_the_pipe_is_empty() {
+        let (channel, stdout, rx, mut events) =
+            stalled_in_a_large_frame("read-now-empty", 300 * 1024);
         // Let cat finish writing, then read what it wrote: the frame is unfinished.
         std::thread::sleep(Duration::from_millis(200));
         let started = Instant::now();
@@ -894,7 +907,6 @@ mod tests {
         );
         assert_eq!(stdout.read_bytes(), 300 * 1024);
         assert!(events.is_empty());
-        let _ = std::fs::remove_file(&file);
         stdout.release();
         channel.kill();
         let (_, status) = collect(&channel, &rx);
@@ -903,22 +915,11 @@ mod tests {
 
     #[test]
     fn released_stdout_is_no_longer_read_by_the_reader_thread() {
-        let mut wire = Vec::new();
-        codec::encode_frame(&vec![1u8; 1_000_000], &mut wire);
-        let file = wire_file("released", &wire[..128 * 1024]);
-        let (channel, stdout, rx) = start_sh(
-            &format!("cat '{}'; sleep 30", file.display()),
-            StdioMode::Piped,
-        );
-        let stdout = stdout.expect("piped stdout");
-        let mut port = port_reader(&stdout);
-        let mut events = Vec::new();
-        read_until_large_frame(&stdout, &mut port, &mut events);
+        let (channel, stdout, rx, _events) = stalled_in_a_large_frame("released", 128 * 1024);
         stdout.read_on_thread();
         std::thread::sleep(Duration::from_millis(100));
         stdout.release();
         assert_eq!(stdout.raw_fd(), None);
-        let _ = std::fs::remove_file(&file);
         channel.kill();
         // Nothing but the exit status: no frame, no hand-back.
         let (_, status) = collect(&channel, &rx);
