@@ -151,11 +151,14 @@ impl Stdout {
     /// or on an error, which a port then sees) a port can read on. Call only while
     /// nothing else reads the stream.
     pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
-        // A duplicate shares the file description, non-blocking as the port left it.
         let duplicate = self.shared.fd.lock().as_ref().map(OwnedFd::try_clone);
         let Some(Ok(fd)) = duplicate else {
             return false;
         };
+        // A closed port leaves its descriptor blocking, and a read here must never wait.
+        if sys::set_nonblocking(fd.as_raw_fd()).is_err() {
+            return false;
+        }
         let mut file = File::from(fd);
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
@@ -494,13 +497,10 @@ impl Reader {
         let requested = stdout.requested.load(Ordering::Acquire);
         if requested && self.stdout_read.is_none() {
             let duplicate = stdout.fd.lock().as_ref().map(OwnedFd::try_clone);
-            match duplicate {
-                Some(Ok(fd)) => {
-                    self.stdout_read = Some(Stream {
-                        file: File::from(fd),
-                        open: true,
-                    })
-                }
+            // Non-blocking again (a closed port leaves it blocking): a read after poll
+            // must not wait for more.
+            match duplicate.map(|fd| fd.and_then(Stream::new)) {
+                Some(Ok(stream)) => self.stdout_read = Some(stream),
                 // Released meanwhile, or no descriptor left: the owner reads on.
                 _ => self.hand_stdout_back(sink),
             }
@@ -895,18 +895,30 @@ mod tests {
 
     #[test]
     fn reading_now_returns_when_the_pipe_is_empty() {
-        let (channel, stdout, rx, mut events) =
-            stalled_in_a_large_frame("read-now-empty", 300 * 1024);
+        let (channel, stdout, rx, _) = stalled_in_a_large_frame("read-now-empty", 300 * 1024);
         // Let cat finish writing, then read what it wrote: the frame is unfinished.
         std::thread::sleep(Duration::from_millis(200));
-        let started = Instant::now();
-        assert!(stdout.read_now(&mut events), "the frame is not complete");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "read_now waited"
-        );
-        assert_eq!(stdout.read_bytes(), 300 * 1024);
+        // As a closed port leaves it: blocking.
+        let fd = stdout.raw_fd().expect("fd");
+        // SAFETY: fcntl on a descriptor the test's Stdout keeps open; plain ints.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+        let stdout = Arc::new(stdout);
+        let (done, returned) = crossbeam_channel::bounded(1);
+        let reading = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            let mut events = Vec::new();
+            let more = reading.read_now(&mut events);
+            let _ = done.send((more, events));
+        });
+        let (more, events) = returned
+            .recv_timeout(Duration::from_secs(2))
+            .expect("read_now waited on an empty pipe");
+        assert!(more, "the frame is not complete");
         assert!(events.is_empty());
+        assert_eq!(stdout.read_bytes(), 300 * 1024);
         stdout.release();
         channel.kill();
         let (_, status) = collect(&channel, &rx);
