@@ -16,6 +16,9 @@
 -define(MiB, 1048576).
 %% a block of the payloads, 1 KiB of random bytes, copied
 -define(BLOCK_SIZE, 1024).
+%% Pause before each measured transfer, and per MiB of the transfers (see settle/2).
+-define(TPUT_SETTLE_MS, 50).
+-define(TPUT_SETTLE_MS_PER_MIB, 10).
 
 %%--------------------------------------------------------------------
 %% entry point
@@ -296,12 +299,22 @@ warm_up(Peers, Block) ->
                          ok
                  end, Peers).
 
+%% The transfer before (the other implementation's, alternately) leaves work behind on
+%%  2 CPUs: garbage collections in its controller and peer VM (stock's Erlang codec
+%%  leaves lists many times the payload's size; an rpeer transfer of 100 MiB right after
+%%  stock's ran at a quarter of its speed). Each transfer starts with both controllers
+%%  collected and a pause for the peer VMs, longer after larger transfers.
+settle(Peers, Size) ->
+    _ = [erlang:garbage_collect(P) || {ok, P, _} <- maps:values(Peers)],
+    timer:sleep(?TPUT_SETTLE_MS + ?TPUT_SETTLE_MS_PER_MIB * Size).
+
 %% One transfer; a failed one restarts that implementation's peer for the next ones.
 tput_once(Impl, Mode, Size, Dir, Bin, Block, {Ps, PerImpl, Wins, Cs}) ->
     Bytes = Size * ?MiB,
     Timeout = 60000 + 2000 * Size,
     case maps:get(Impl, Ps) of
         {ok, P, _} ->
+            settle(Ps, Size),
             T0 = now_us(),
             Res = try
                       case Dir of
@@ -924,14 +937,16 @@ header(Cfg, Started, Load0, Load1) ->
       "- rpeer source: ~s; build: ~s\n"
       "- load average at start / end: ~s / ~s (the machine is shared: compare the ratios, not absolute figures)\n"
       "- settings: ~0p\n\n"
-      "Both implementations run in the same origin VM (`-sname`), alternating which one goes first.\n"
+      "Both implementations run in the same origin VM (`-sname`), alternating which one goes first;\n"
+      "each payload transfer starts with both controllers garbage-collected and after a pause of\n"
+      "~b ms + ~b ms per MiB, for the one before to finish its trailing work.\n"
       "MiB = 2^20 bytes; MB/s = 10^6 bytes per second of payload. For times lower is better,\n"
       "for rates higher; the ratio is always rpeer/stock, the verdict says which way it goes.\n",
       [Started, Cmd, maps:get(mode, Cfg), string:trim(os:cmd("nproc")), Cpu,
        string:trim(os:cmd("uname -r")), mem_mib(), Otp, erlang:system_info(version),
        erlang:system_info(schedulers_online), Rev,
        case os:getenv("RPEER_BENCH_BUILD") of false -> "?"; B -> B end, Load0, Load1,
-       maps:without([mode, sections, out], Cfg)]).
+       maps:without([mode, sections, out], Cfg), ?TPUT_SETTLE_MS, ?TPUT_SETTLE_MS_PER_MIB]).
 
 mem_mib() ->
     case file:read_file("/proc/meminfo") of

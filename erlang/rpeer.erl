@@ -556,7 +556,7 @@ channel_event(_Source, _Event, State) ->
 stdout_message({_Port, {data, Bytes}}, State) ->
     case decode_stdout(Bytes, State) of
         {port, Decoded} -> {ok, Decoded};
-        {thread, Decoded} -> read_on_thread(Decoded)
+        {thread, Decoded} -> read_large_frame(Decoded)
     end;
 stdout_message({_Port, eof}, State) ->
     stdout_ended(State);
@@ -571,7 +571,7 @@ decode_stdout(Bytes, #peer_state{stdout = {_, Spawned, Source}} = State) ->
 %%  is closed, what the pipe holds of the frame is read at once, and the channel's
 %%  thread reads the rest in large reads. What the port read before it closed is
 %%  decoded first: maybe the frame, or the stream, ended there.
-read_on_thread(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
+read_large_frame(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
     true = erlang:port_close(Port),
     case drain_port(Port, thread, State) of
         {eof, Drained} ->

@@ -32,8 +32,8 @@
 %% events (console text as stderr's). When a large frame is coming, the owner closes the
 %% port and reads what the pipe holds of the frame ({@link read_stdout/1}); if the frame
 %% goes on, the channel's thread reads its rest (a port reads 64 KiB at a time, a message
-%% each) and then sends `resume': the owner opens a port again. The exit status can arrive before the end of stdout: the owner
-%% orders them.
+%% each) and then sends `resume': the owner opens a port again. The exit status can
+%% arrive before the end of stdout: the owner orders them.
 -module(rpeer_nif).
 
 -export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
