@@ -365,9 +365,12 @@ read_stdout(#peer_state{launcher = {_, Spawned, _}, options = Options} = State) 
             State#peer_state{stdout = {fd_port(Fd), Spawned, Source}}
     end.
 
-%% A port reading the stdout again (after a large frame was read on the thread).
-stdout_port(Spawned) ->
-    fd_port(rpeer_nif:stdout_fd(Spawned)).
+%% Who reads the stdout next: a new port (after a large frame came in on the thread), or
+%%  the channel's thread.
+reading(port, #peer_state{stdout = {_, Spawned, Source}} = State) ->
+    State#peer_state{stdout = {fd_port(rpeer_nif:stdout_fd(Spawned)), Spawned, Source}};
+reading(thread, #peer_state{stdout = {_, Spawned, Source}} = State) ->
+    State#peer_state{stdout = {thread, Spawned, Source}}.
 
 fd_port(Fd) ->
     open_port({fd, Fd, Fd}, [in, binary, eof]).
@@ -470,7 +473,8 @@ source(_Tag, _State) ->
 %% An event of the channel or the launcher. The exit status of the process whose stdout
 %%  is still open waits for its end: what the peer wrote before it exited comes first.
 event(Source, {exit_status, _} = Event, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), rpeer_nif:stdout_read_bytes(Spawned)}}};
+    Read = rpeer_nif:stdout_read_bytes(Spawned),
+    {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), Read}}};
 event(Source, Event, State) ->
     channel_event(Source, Event, State).
 
@@ -500,8 +504,8 @@ channel_event(launcher, {frame, _Frame}, #peer_state{launcher = {_, Launcher, _}
     {ok, State};
 
 %% the large frame on stdout is in: a port reads the stream again
-channel_event(Source, resume, #peer_state{stdout = {thread, Spawned, Source}} = State) ->
-    {ok, State#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}};
+channel_event(Source, resume, #peer_state{stdout = {thread, _, Source}} = State) ->
+    {ok, reading(port, State)};
 
 %% booting: the tcp peer connected
 channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
@@ -577,15 +581,10 @@ read_large_frame(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
         {eof, Drained} ->
             stdout_ended(Drained);
         {port, Drained} ->
-            {ok, Drained#peer_state{stdout = {stdout_port(Spawned), Spawned, Source}}};
+            {ok, reading(port, Drained)};
         {thread, Drained} ->
             {Events, Next} = rpeer_nif:read_stdout(Spawned),
-            Read = stdout_events(Source, Events, Drained),
-            Reader = case Next of
-                         port -> stdout_port(Spawned);
-                         thread -> thread
-                     end,
-            {ok, Read#peer_state{stdout = {Reader, Spawned, Source}}}
+            {ok, reading(Next, stdout_events(Source, Events, Drained))}
     end.
 
 drain_port(Port, Next, State) ->

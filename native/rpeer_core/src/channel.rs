@@ -335,32 +335,40 @@ impl Out {
     /// Writes a small frame without waiting: `None` when all of it was written, else the
     /// encoded bytes still to write.
     fn write_now(&mut self, payload: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut buf = self.take_buf();
         codec::encode_frame(payload, &mut buf);
-        let written = self.write_some(&buf)?;
-        let rest = (written < buf.len()).then(|| buf[written..].to_vec());
-        self.buf = buf;
-        Ok(rest)
+        let rest = self.write_buffered(buf)?;
+        Ok((!rest.is_empty()).then_some(rest))
     }
 
     /// Encodes the start of a larger frame (its first [`INLINE_MAX`] bytes of payload)
     /// and writes what the descriptor takes of it now.
     fn write_start(&mut self, payload: &[u8]) -> io::Result<Start> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut buf = self.take_buf();
         let mut encoder = FrameEncoder::new(payload.len(), &mut buf);
         let consumed = payload.len().min(INLINE_MAX);
         encoder.chunk(&payload[..consumed], &mut buf);
-        let written = self.write_some(&buf);
-        let unwritten = written.as_ref().map_or(Vec::new(), |&n| buf[n..].to_vec());
-        self.buf = buf;
-        written?;
         Ok(Start {
             encoder,
             consumed,
-            unwritten,
+            unwritten: self.write_buffered(buf)?,
         })
+    }
+
+    /// The encoding buffer, empty (given back by [`Out::write_buffered`] or its user).
+    fn take_buf(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf
+    }
+
+    /// Writes what the descriptor takes now of `buf`, which becomes the encoding buffer
+    /// again; returns the bytes it did not take.
+    fn write_buffered(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        let written = self.write_some(&buf);
+        let unwritten = written.as_ref().map_or(Vec::new(), |&n| buf[n..].to_vec());
+        self.buf = buf;
+        written.map(|_| unwritten)
     }
 
     fn write_item(&mut self, item: Item, shared: &Shared) -> io::Result<()> {
@@ -403,8 +411,7 @@ impl Out {
             consumed,
             unwritten,
         } = start;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut buf = self.take_buf();
         // What is left of the start leaves with the next part.
         buf.extend_from_slice(&unwritten);
         let result = frame

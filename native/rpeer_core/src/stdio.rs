@@ -151,15 +151,9 @@ impl Stdout {
     /// or on an error, which a port then sees) a port can read on. Call only while
     /// nothing else reads the stream.
     pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
-        let duplicate = self.shared.fd.lock().as_ref().map(OwnedFd::try_clone);
-        let Some(Ok(fd)) = duplicate else {
+        let Some(Stream { mut file, .. }) = self.shared.duplicate() else {
             return false;
         };
-        // A closed port leaves its descriptor blocking, and a read here must never wait.
-        if sys::set_nonblocking(fd.as_raw_fd()).is_err() {
-            return false;
-        }
-        let mut file = File::from(fd);
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
         let (mut read, mut missing) = (0, self.shared.decoding.lock().decoder.awaiting());
@@ -193,13 +187,27 @@ impl Stdout {
     /// Closes the descriptor; call once nothing polls it any more. The reader thread
     /// stops reading its own duplicate.
     pub fn release(&self) {
-        self.shared.fd.lock().take();
-        self.shared.requested.store(false, Ordering::Release);
-        self.shared.wake.wake();
+        drop(self.shared.stop_reading());
     }
 }
 
 impl StdoutShared {
+    /// A duplicate of the descriptor (until released), non-blocking: a closed port
+    /// leaves it blocking, and neither the owner's read nor the thread's after a poll
+    /// may wait for more.
+    fn duplicate(&self) -> Option<Stream> {
+        let fd = self.fd.lock().as_ref().map(OwnedFd::try_clone)?;
+        fd.and_then(Stream::new).ok()
+    }
+
+    /// Takes the descriptor away and stops the reader thread from reading it.
+    fn stop_reading(&self) -> Option<OwnedFd> {
+        let fd = self.fd.lock().take();
+        self.requested.store(false, Ordering::Release);
+        self.wake.wake();
+        fd
+    }
+
     /// Decodes bytes read from the stream, by the port or the reader thread; returns the
     /// raw bytes still missing from the frame being received.
     fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
@@ -213,10 +221,7 @@ impl StdoutShared {
 
 impl Drop for Stdout {
     fn drop(&mut self) {
-        let unreleased = self.shared.fd.lock().take();
-        self.shared.requested.store(false, Ordering::Release);
-        self.shared.wake.wake();
-        if let Some(fd) = unreleased {
+        if let Some(fd) = self.shared.stop_reading() {
             // Not released: a port may still have it selected, so it is closed later.
             let fd = Arc::new(fd);
             let closing = Arc::clone(&fd);
@@ -496,13 +501,10 @@ impl Reader {
         };
         let requested = stdout.requested.load(Ordering::Acquire);
         if requested && self.stdout_read.is_none() {
-            let duplicate = stdout.fd.lock().as_ref().map(OwnedFd::try_clone);
-            // Non-blocking again (a closed port leaves it blocking): a read after poll
-            // must not wait for more.
-            match duplicate.map(|fd| fd.and_then(Stream::new)) {
-                Some(Ok(stream)) => self.stdout_read = Some(stream),
+            match stdout.duplicate() {
+                Some(stream) => self.stdout_read = Some(stream),
                 // Released meanwhile, or no descriptor left: the owner reads on.
-                _ => self.hand_stdout_back(sink),
+                None => self.hand_stdout_back(sink),
             }
         } else if !requested {
             self.stdout_read = None;
