@@ -50,39 +50,58 @@ impl ProcessSink {
     }
 }
 
-impl Sink for ProcessSink {
-    fn deliver(&mut self, event: Event) -> bool {
+impl ProcessSink {
+    /// Sends the owner the message `build` makes with the channel's tag.
+    fn send(&mut self, build: impl for<'a> FnOnce(Env<'a>, Term<'a>) -> Term<'a>) -> bool {
         let ProcessSink {
             owner,
             tag_env,
             tag,
             msg_env,
-            shape,
+            ..
         } = self;
-        let shape = *shape;
-        if let Shape::Socket = shape {
-            if !matches!(event, Event::Frame(_) | Event::Closed(_) | Event::Failed(_)) {
-                // Nothing else happens on the peer side's channel.
-                return true;
-            }
-        }
         tag_env.run(|tenv| {
             let tag = tag.load(tenv);
             msg_env
-                .send_and_clear(owner, |env| {
-                    let tag = tag.in_env(env);
-                    match (shape, event) {
-                        (Shape::Tagged, event) => {
-                            (atoms::rpeer(), tag, encode_event(env, event)).encode(env)
-                        }
-                        (Shape::Socket, Event::Frame(payload)) => {
-                            (atoms::tcp(), tag, payload_binary(env, payload)).encode(env)
-                        }
-                        (Shape::Socket, _end) => (atoms::tcp_closed(), tag).encode(env),
-                    }
-                })
+                .send_and_clear(owner, |env| build(env, tag.in_env(env)))
                 .is_ok()
         })
+    }
+}
+
+impl Sink for ProcessSink {
+    type Payload = OwnedBinary;
+
+    fn deliver(&mut self, event: Event) -> bool {
+        match (self.shape, event) {
+            (Shape::Tagged, event) => {
+                self.send(|env, tag| (atoms::rpeer(), tag, encode_event(env, event)).encode(env))
+            }
+            (Shape::Socket, Event::Frame(payload)) => {
+                self.send(|env, tag| (atoms::tcp(), tag, payload_binary(env, payload)).encode(env))
+            }
+            (Shape::Socket, Event::Closed(_) | Event::Failed(_)) => {
+                self.send(|env, tag| (atoms::tcp_closed(), tag).encode(env))
+            }
+            // Nothing else happens on the peer side's channel.
+            (Shape::Socket, _) => true,
+        }
+    }
+
+    fn payload(&mut self, len: usize) -> Option<OwnedBinary> {
+        OwnedBinary::new(len)
+    }
+
+    fn deliver_payload(&mut self, payload: OwnedBinary) -> bool {
+        match self.shape {
+            Shape::Tagged => self.send(|env, tag| {
+                let frame = (atoms::frame(), payload.release(env));
+                (atoms::rpeer(), tag, frame).encode(env)
+            }),
+            Shape::Socket => {
+                self.send(|env, tag| (atoms::tcp(), tag, payload.release(env)).encode(env))
+            }
+        }
     }
 }
 
