@@ -242,7 +242,7 @@ throughput(#{sizes := Sizes, tput_reps := Reps}) ->
                         Med = median_of(F),
                         progress("throughput ~p ~b MB ~p: ~s", [Mode, Size, Dir, brief(Med, mbs)]),
                         row(io_lib:format("~b MiB ~s (median of ~b)",
-                                          [Size, dir_name(Dir), tput_reps(Size, Reps)]),
+                                          [Size, dir_name(Dir), tput_reps(Mode, Size, Reps)]),
                             Mode, mbs, higher, Med)
                     end || Size <- Sizes, Dir <- [to_peer, from_peer]];
                Failed ->
@@ -252,10 +252,12 @@ throughput(#{sizes := Sizes, tput_reps := Reps}) ->
            end || {Mode, Res} <- Results]),
     TputRows ++ long_schedule_rows(Results, Events, lists:max(Sizes)).
 
-%% Transfers under 10 MiB repeat three times as often: rpeer's take a few milliseconds,
-%%  where the scheduling noise of a shared machine moves a median of three a lot.
-tput_reps(Size, Reps) when Size < 10 -> 3 * Reps;
-tput_reps(_Size, Reps) -> Reps.
+%% Transfers of milliseconds (under 10 MiB, and every tcp one) repeat three times as
+%%  often: the scheduling noise of a shared machine moves a median of three of them a
+%%  lot (tcp's 10 MiB took 6-13 ms in one loop, for either implementation).
+tput_reps(tcp, _Size, Reps) -> 3 * Reps;
+tput_reps(_Mode, Size, Reps) when Size < 10 -> 3 * Reps;
+tput_reps(_Mode, _Size, Reps) -> Reps.
 
 dir_name(to_peer) -> "origin to peer, call(P, erlang, byte_size, [Bin])";
 dir_name(from_peer) -> "peer to origin, call(P, binary, copy, [Block, N])".
@@ -277,7 +279,7 @@ throughput_case(Mode, Sizes, Reps, Block) ->
                                 lists:foldl(fun (Impl, Acc2) ->
                                                     tput_once(Impl, Mode, Size, Dir, Bin, Block, Acc2)
                                             end, Acc, order(Rep))
-                        end, {Ps, #{}, Wins, Cs}, lists:seq(1, tput_reps(Size, Reps))),
+                        end, {Ps, #{}, Wins, Cs}, lists:seq(1, tput_reps(Mode, Size, Reps))),
                   Fig = maps:from_list([{Impl, case maps:get(Impl, PerImpl, []) of
                                                    {failed, _} = F -> F;
                                                    Rates -> collect([{ok, R} || R <- Rates])
