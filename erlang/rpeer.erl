@@ -274,10 +274,11 @@ send(Dest, To, Message) ->
           %%  standard_io peer, its channel and tag): its output is forwarded, and its
           %%  exit is the peer's unless it was started -detached
           launcher :: undefined | {reference(), rpeer_nif:channel(), Attached :: boolean()},
-          %% what reads the stdout of the peer's OS process (spawned with pipes): a port,
-          %%  or while a large frame comes in, the channel's thread; the channel that
-          %%  decodes it; which of ours its events belong to
-          stdout :: undefined | {port() | thread, rpeer_nif:channel(), channel | launcher},
+          %% the incoming streams we read, by whose events they carry: the stdout of the
+          %%  peer's OS process (spawned with pipes; a standard_io peer's channel), a tcp
+          %%  peer's connection (the channel); what reads each (a port, or while a large
+          %%  frame comes in, the channel's thread) and the channel that decodes it
+          incoming = #{} :: #{channel | launcher => {port() | thread, rpeer_nif:channel()}},
           %% an exit status that came before the end of stdout: handled after it, as a
           %%  port's exit_status follows its eof (or once ?STDOUT_GRACE passed with
           %%  nothing read), with the grace timer and the stdout bytes read at its start
@@ -326,7 +327,7 @@ init([Notify, Options]) ->
                     State = #peer_state{options = saved_options(Options), notify = Notify,
                                         args = Args, exec = Exec, tag = Tag},
                     Launched = State#peer_state{launcher = {SpawnTag, Spawned, not Detached}},
-                    {ok, read_stdout(connected(Spawned, Channel, Launched))};
+                    {ok, read_stdout(Spawned, connected(Spawned, Channel, Launched))};
                 {error, Reason} ->
                     Channel =/= undefined andalso rpeer_nif:close(Channel),
                     {stop, spawn_error(Reason)}
@@ -353,24 +354,38 @@ connected(Launcher, Listening, State) ->
 
 %% The stdout of the peer's OS process (unless detached) is read through a port: a
 %%  standard_io peer's frames and console text, a dist or tcp peer's console text.
-read_stdout(#peer_state{launcher = {_, Spawned, _}, options = Options} = State) ->
-    case rpeer_nif:stdout_fd(Spawned) of
+read_stdout(Spawned, #peer_state{options = #{connection := standard_io}} = State) ->
+    start_reading(channel, Spawned, State);
+read_stdout(Spawned, State) ->
+    start_reading(launcher, Spawned, State).
+
+%% An incoming stream (see the incoming field) is read through a port; the channel
+%%  decodes it.
+start_reading(Source, Channel, #peer_state{incoming = Incoming} = State) ->
+    case rpeer_nif:incoming_fd(Channel) of
         undefined ->
             State;
         Fd ->
-            Source = case Options of
-                         #{connection := standard_io} -> channel;
-                         _ -> launcher
-                     end,
-            State#peer_state{stdout = {fd_port(Fd), Spawned, Source}}
+            State#peer_state{incoming = Incoming#{Source => {fd_port(Fd), Channel}}}
     end.
 
-%% Who reads the stdout next: a new port (after a large frame came in on the thread), or
-%%  the channel's thread.
-reading(port, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    State#peer_state{stdout = {fd_port(rpeer_nif:stdout_fd(Spawned)), Spawned, Source}};
-reading(thread, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    State#peer_state{stdout = {thread, Spawned, Source}}.
+%% Who reads an incoming stream next: a new port (after a large frame came in on the
+%%  thread), or the channel's thread.
+reading(Source, port, State) ->
+    start_reading(Source, incoming_channel(Source, State), State);
+reading(Source, thread, #peer_state{incoming = Incoming} = State) ->
+    State#peer_state{incoming = Incoming#{Source := {thread, incoming_channel(Source, State)}}}.
+
+incoming_channel(Source, #peer_state{incoming = Incoming}) ->
+    {_Reader, Channel} = maps:get(Source, Incoming),
+    Channel.
+
+%% Which incoming stream a port reads.
+port_source(Port, #peer_state{incoming = Incoming}) ->
+    case maps:keys(maps:filter(fun (_Source, {Reader, _}) -> Reader =:= Port end, Incoming)) of
+        [Source] -> Source;
+        [] -> undefined
+    end.
 
 fd_port(Fd) ->
     open_port({fd, Fd, Fd}, [in, binary, eof]).
@@ -433,11 +448,12 @@ handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
 handle_info({rpeer, Tag, Event}, State) ->
     outcome(event(source(Tag, State), Event, State));
 
-%% the stdout port of the peer's OS process (see stdout_message/2)
-handle_info({Port, _} = Message, #peer_state{stdout = {Port, _, _}} = State) ->
-    outcome(stdout_message(Message, State));
-handle_info({'EXIT', Port, _Reason}, #peer_state{stdout = {Port, _, _}} = State) ->
-    outcome(stdout_ended(State));
+%% the port reading an incoming stream (see incoming_message/3), or its exit (a read
+%%  error, e.g. econnreset on the tcp connection)
+handle_info({Port, _} = Message, State) when is_port(Port) ->
+    outcome(incoming_message(port_source(Port, State), Message, State));
+handle_info({'EXIT', Port, _Reason}, State) when is_port(Port) ->
+    outcome(incoming_ended(port_source(Port, State), State));
 handle_info({timeout, Timer, stdout_grace}, #peer_state{exit_held = {_, _, Timer, _}} = State) ->
     outcome(stdout_grace(State));
 
@@ -472,8 +488,9 @@ source(_Tag, _State) ->
 
 %% An event of the channel or the launcher. The exit status of the process whose stdout
 %%  is still open waits for its end: what the peer wrote before it exited comes first.
-event(Source, {exit_status, _} = Event, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    Read = rpeer_nif:stdout_read_bytes(Spawned),
+event(Source, {exit_status, _} = Event, #peer_state{incoming = Incoming} = State)
+  when is_map_key(Source, Incoming) ->
+    Read = rpeer_nif:incoming_read_bytes(incoming_channel(Source, State)),
     {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), Read}}};
 event(Source, Event, State) ->
     channel_event(Source, Event, State).
@@ -503,13 +520,14 @@ channel_event(launcher, {frame, _Frame}, #peer_state{launcher = {_, Launcher, _}
     ok = rpeer_nif:ack(Launcher, 1),
     {ok, State};
 
-%% the large frame on stdout is in: a port reads the stream again
-channel_event(Source, resume, #peer_state{stdout = {thread, _, Source}} = State) ->
-    {ok, reading(port, State)};
+%% the large frame is in: a port reads the stream again
+channel_event(Source, resume, #peer_state{incoming = Incoming} = State)
+  when element(1, map_get(Source, Incoming)) =:= thread ->
+    {ok, reading(Source, port, State)};
 
-%% booting: the tcp peer connected
+%% booting: the tcp peer connected; a port reads its connection
 channel_event(channel, accepted, #peer_state{channel = Channel} = State) ->
-    {ok, State#peer_state{connection = Channel}};
+    {ok, start_reading(channel, Channel, State#peer_state{connection = Channel})};
 
 %% booting: a connection that was not the peer's was closed unread
 channel_event(channel, {rejected, Address}, State) ->
@@ -522,9 +540,11 @@ channel_event(channel, {accept_failed, Reason}, State) ->
     %% stop unconditionally, it is essentially a part of gen_server:init callback
     {stop, {inet_async, Reason}, State#peer_state{connection = undefined}};
 
-%% the tcp connection ended: assume node is stopped
-channel_event(channel, {closed, Reason}, State) ->
-    {down, closed_reason(Reason), State#peer_state{connection = undefined}};
+%% the tcp connection ended (or a frame over the limit ended it, which closing the
+%%  channel shuts down): assume node is stopped
+channel_event(channel, {closed, Reason}, #peer_state{channel = Channel} = State) ->
+    ok = rpeer_nif:close(Channel),
+    {down, closed_reason(Reason), close_incoming(channel, State#peer_state{connection = undefined})};
 
 %% the standard_io peer exited, returned Status code
 channel_event(channel, {exit_status, Status}, State) ->
@@ -555,63 +575,80 @@ channel_event(launcher, {exit_status, _Status}, State) ->
 channel_event(_Source, _Event, State) ->
     {ok, State}.
 
-%% What the stdout port delivers: bytes (frames of a standard_io peer, console text), or
-%%  its end of file.
-stdout_message({_Port, {data, Bytes}}, State) ->
-    case decode_stdout(Bytes, State) of
-        {port, Decoded} -> {ok, Decoded};
-        {thread, Decoded} -> read_large_frame(Decoded)
+%% What a port reading an incoming stream delivers: bytes (frames, a standard_io peer's
+%%  console text), or the stream's end.
+incoming_message(undefined, _Message, State) ->
+    {ok, State};
+incoming_message(Source, {_Port, {data, Bytes}}, State) ->
+    case decode_incoming(Source, Bytes, State) of
+        {port, Decoded} -> Decoded;
+        {thread, {ok, Decoded}} -> read_large_frame(Source, Decoded);
+        {thread, Other} -> Other
     end;
-stdout_message({_Port, eof}, State) ->
-    stdout_ended(State);
-stdout_message(_Other, State) ->
+incoming_message(Source, {_Port, eof}, State) ->
+    incoming_ended(Source, State);
+incoming_message(_Source, _Other, State) ->
     {ok, State}.
 
-decode_stdout(Bytes, #peer_state{stdout = {_, Spawned, Source}} = State) ->
-    {Events, Next} = rpeer_nif:decode_stdout(Spawned, Bytes),
-    {Next, stdout_events(Source, Events, State)}.
+decode_incoming(Source, Bytes, State) ->
+    {Events, Next} = rpeer_nif:decode_incoming(incoming_channel(Source, State), Bytes),
+    {Next, incoming_events(Source, Events, State)}.
 
 %% A large frame is coming: a port reads 64 KiB at a time, a message each, so the port
-%%  is closed, what the pipe holds of the frame is read at once, and the channel's
+%%  is closed, what the stream holds of the frame is read at once, and the channel's
 %%  thread reads the rest in large reads. What the port read before it closed is
 %%  decoded first: maybe the frame, or the stream, ended there.
-read_large_frame(#peer_state{stdout = {Port, Spawned, Source}} = State) ->
+read_large_frame(Source, #peer_state{incoming = Incoming} = State) ->
+    {Port, Channel} = maps:get(Source, Incoming),
     true = erlang:port_close(Port),
-    case drain_port(Port, thread, State) of
+    case drain_port(Source, Port, thread, State) of
         {eof, Drained} ->
-            stdout_ended(Drained);
-        {port, Drained} ->
-            {ok, reading(port, Drained)};
-        {thread, Drained} ->
-            {Events, Next} = rpeer_nif:read_stdout(Spawned),
-            {ok, reading(Next, stdout_events(Source, Events, Drained))}
+            incoming_ended(Source, Drained);
+        {port, {ok, Drained}} ->
+            {ok, reading(Source, port, Drained)};
+        {thread, {ok, Drained}} ->
+            {Events, Next} = rpeer_nif:read_incoming(Channel),
+            case incoming_events(Source, Events, Drained) of
+                {ok, Read} -> {ok, reading(Source, Next, Read)};
+                Other -> Other
+            end;
+        {_Next, Other} ->
+            Other
     end.
 
-drain_port(Port, Next, State) ->
+drain_port(Source, Port, Next, State) ->
     receive
         {Port, {data, Bytes}} ->
-            {Next2, Decoded} = decode_stdout(Bytes, State),
-            drain_port(Port, Next2, Decoded);
+            case decode_incoming(Source, Bytes, State) of
+                {Next2, {ok, Decoded}} -> drain_port(Source, Port, Next2, Decoded);
+                {Next2, Other} -> {Next2, Other}
+            end;
         {Port, eof} ->
             {eof, State}
     after 0 ->
-            {Next, State}
+            {Next, {ok, State}}
     end.
 
-%% The peer's stdout ended (end of file, a read error, or ?STDOUT_GRACE after the exit
-%%  status): what the decoder held back is console text, and a held exit status is
-%%  handled now.
-stdout_ended(State) ->
-    {_, Flushed} = decode_stdout(eof, State),
-    close_stdout(Flushed),
-    Ended = Flushed#peer_state{stdout = undefined, exit_held = undefined},
-    case Flushed#peer_state.exit_held of
-        undefined ->
-            {ok, Ended};
-        {HeldSource, Event, Timer, _Read} ->
-            _ = erlang:cancel_timer(Timer),
-            channel_event(HeldSource, Event, Ended)
-    end.
+%% An incoming stream ended (end of file, a read error, or ?STDOUT_GRACE after the exit
+%%  status): the decoder says what that means (console text it held back, the end of the
+%%  tcp connection), and a held exit status is handled now.
+incoming_ended(undefined, State) ->
+    {ok, State};
+incoming_ended(Source, #peer_state{incoming = Incoming} = State) when is_map_key(Source, Incoming) ->
+    {Events, _} = rpeer_nif:decode_incoming(incoming_channel(Source, State), eof),
+    case incoming_events(Source, Events, close_incoming(Source, State)) of
+        {ok, Ended} -> held_exit(Source, Ended);
+        Other -> Other
+    end;
+incoming_ended(_Source, State) ->
+    {ok, State}.
+
+%% The exit status held for the end of the stream comes now.
+held_exit(Source, #peer_state{exit_held = {Source, Event, Timer, _Read}} = State) ->
+    _ = erlang:cancel_timer(Timer),
+    channel_event(Source, Event, State#peer_state{exit_held = undefined});
+held_exit(_Source, State) ->
+    {ok, State}.
 
 grace_timer() ->
     erlang:start_timer(?STDOUT_GRACE, self(), stdout_grace).
@@ -619,33 +656,47 @@ grace_timer() ->
 %% ?STDOUT_GRACE after the exit status (or the last look): a stdout still read from (a
 %%  large frame coming in) gets another grace; one nothing was read from is held open by
 %%  a process the peer started, and is given up.
-stdout_grace(#peer_state{stdout = {_, Spawned, _}, exit_held = {Source, Event, _, Read}} = State) ->
-    case rpeer_nif:stdout_read_bytes(Spawned) of
-        Read -> stdout_ended(State);
+stdout_grace(#peer_state{exit_held = {Source, Event, _, Read}} = State) ->
+    case rpeer_nif:incoming_read_bytes(incoming_channel(Source, State)) of
+        Read -> incoming_ended(Source, State);
         Now -> {ok, State#peer_state{exit_held = {Source, Event, grace_timer(), Now}}}
     end.
 
-stdout_events(Source, Events, State) ->
-    lists:foldl(fun (Event, S) -> stdout_event(Source, Event, S) end, State, Events).
+%% Handles the events decoded from an incoming stream, in order, until one takes the
+%%  peer down.
+incoming_events(_Source, [], State) ->
+    {ok, State};
+incoming_events(Source, [Event | Events], State) ->
+    case incoming_event(Source, Event, State) of
+        {ok, Next} -> incoming_events(Source, Events, Next);
+        Other -> Other
+    end.
 
-stdout_event(channel, {frame, Frame}, State) ->
-    handle_frame(Frame, State);
-stdout_event(_Source, {console, Text}, State) ->
-    forward_output(console, Text, State);
+incoming_event(channel, {frame, Frame}, State) ->
+    {ok, handle_frame(Frame, State)};
+incoming_event(_Source, {console, Text}, State) ->
+    {ok, forward_output(console, Text, State)};
+%% the end of the tcp connection
+incoming_event(channel, {closed, _Reason} = Closed, State) ->
+    channel_event(channel, Closed, State);
 %% a dist or tcp peer's stdout carries no control frames
-stdout_event(launcher, {frame, _Frame}, State) ->
-    State.
+incoming_event(launcher, {frame, _Frame}, State) ->
+    {ok, State}.
 
 %% The port is closed before its descriptor: a descriptor closed under a port could be
 %%  reused by another. A port that failed is closed already; a reader thread is stopped
 %%  by the release.
-close_stdout(#peer_state{stdout = {Reader, Spawned, _}}) ->
-    try is_port(Reader) andalso erlang:port_close(Reader)
-    catch error:badarg -> ok
-    end,
-    ok = rpeer_nif:release_stdout(Spawned);
-close_stdout(#peer_state{stdout = undefined}) ->
-    ok.
+close_incoming(Source, #peer_state{incoming = Incoming} = State) ->
+    case maps:take(Source, Incoming) of
+        {{Reader, Channel}, Rest} ->
+            try is_port(Reader) andalso erlang:port_close(Reader)
+            catch error:badarg -> ok
+            end,
+            ok = rpeer_nif:release_incoming(Channel),
+            State#peer_state{incoming = Rest};
+        error ->
+            State
+    end.
 
 %% A closed tcp connection is peer's tcp_closed, whatever the socket said; a frame over
 %%  the limit is named.
@@ -689,8 +740,9 @@ terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node
             wait_disconnected(Node, Deadline),
             wait_os_exit(Ended, Deadline)
     end,
-    %% The stdout port may be closed already (State is from before the waits).
-    close_stdout(State).
+    %% The ports may be closed already (State is from before the waits).
+    _ = [close_incoming(Source, State) || Source <- maps:keys(State#peer_state.incoming)],
+    ok.
 
 %%--------------------------------------------------------------------
 %% Internal implementation
@@ -744,10 +796,6 @@ await(Done, State, Deadline) ->
         false ->
             Tag = State#peer_state.tag,
             Launcher = State#peer_state.launcher,
-            StdoutPort = case State#peer_state.stdout of
-                             {Port, _, _} when is_port(Port) -> Port;
-                             _ -> undefined
-                         end,
             Held = case State#peer_state.exit_held of
                        {_, _, Timer, _} -> Timer;
                        undefined -> undefined
@@ -755,10 +803,11 @@ await(Done, State, Deadline) ->
             receive
                 {rpeer, T, Event} when T =:= Tag; is_tuple(Launcher), T =:= element(1, Launcher) ->
                     await(Done, state_after(event(source(T, State), Event, State)), Deadline);
-                {P, _} = Message when is_port(P), P =:= StdoutPort ->
-                    await(Done, state_after(stdout_message(Message, State)), Deadline);
-                {'EXIT', P, _} when is_port(P), P =:= StdoutPort ->
-                    await(Done, state_after(stdout_ended(State)), Deadline);
+                {P, _} = Message when is_port(P) ->
+                    await(Done, state_after(incoming_message(port_source(P, State), Message, State)),
+                          Deadline);
+                {'EXIT', P, _} when is_port(P) ->
+                    await(Done, state_after(incoming_ended(port_source(P, State), State)), Deadline);
                 {timeout, T, stdout_grace} when T =:= Held ->
                     await(Done, state_after(stdout_grace(State)), Deadline)
             after time_left(Deadline) ->

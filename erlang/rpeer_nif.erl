@@ -3,10 +3,11 @@
 %% A channel delivers its events to the process that created it as
 %% `{rpeer, Tag, Event}' messages, in stream order:
 %% <ul>
-%% <li>`{frame, Binary}': a control frame (external term format) from the tcp peer, or
-%%     from the stdout of a spawned program while the channel reads it (read_stdout/1);</li>
+%% <li>`{frame, Binary}': a control frame (external term format) from the incoming
+%%     stream (a spawned program's stdout, the tcp connection) while the channel reads
+%%     it (read_incoming/1);</li>
 %% <li>`{console, Binary}': console text from that stdout, as stderr's text;</li>
-%% <li>`resume': the channel stopped reading stdout (read_stdout/1);</li>
+%% <li>`resume': the channel stopped reading the incoming stream (read_incoming/1);</li>
 %% <li>`{stderr, Binary}': text the peer wrote to stderr (valid UTF-8; bytes that are
 %%     not UTF-8 arrive as Latin-1 characters);</li>
 %% <li>`{exit_status, Status | unknown}': the spawned program exited; last event of a
@@ -14,37 +15,45 @@
 %% <li>`{failed, Why}': a channel thread failed (a bug in rpeer); last event;</li>
 %% <li>`{launch_failed, Errno}': the program could not be started at all (it is
 %%     launched after spawn/5 returned); last event of a spawned channel;</li>
-%% <li>`accepted': the tcp peer connected;</li>
+%% <li>`accepted': the tcp peer connected: its connection is the incoming stream;</li>
 %% <li>`{accept_failed, timeout | Errno}': no tcp peer connected in time;</li>
 %% <li>`{rejected, Address}': a verifying tcp channel closed, unread, a connection that
 %%     did not come from the peer (Address is its "ip:port");</li>
-%% <li>`{closed, closed | Errno | {frame_too_large, Size}}': the tcp connection ended;
-%%     last event of a tcp channel.</li>
+%% <li>`{closed, Errno}': the tcp connection failed (a reset, a dead link's timeout:
+%%     errors a port reading it does not report) or could not be set up after the
+%%     accept.</li>
 %% </ul>
 %% Frame, console and stderr events are flow-controlled: at most a window of them is
 %% outstanding until the owner acknowledges them with {@link ack/2}.
 %% The channel is closed when its owner exits.
 %%
-%% The stdout of a program spawned with pipes is not read by the channel: the owner
-%% opens a port on {@link stdout_fd/1} (`open_port({fd, Fd, Fd}, [in, binary, eof])'),
-%% so that the VM polls it as it polls stock peer's port, and decodes what the port
-%% delivers with {@link decode_stdout/2} into `{frame, Binary}' and `{console, Binary}'
-%% events (console text as stderr's). When a large frame is coming, the owner closes the
-%% port and reads what the pipe holds of the frame ({@link read_stdout/1}); if the frame
-%% goes on, the channel's thread reads its rest (a port reads 64 KiB at a time, a message
-%% each) and then sends `resume': the owner opens a port again. The exit status can
-%% arrive before the end of stdout: the owner orders them.
+%% The incoming stream (the stdout of a program spawned with pipes, or the tcp
+%% connection once accepted) is not read by the channel: the owner opens a port on
+%% {@link incoming_fd/1} (`open_port({fd, Fd, Fd}, [in, binary, eof])'), so that the VM
+%% polls it in the scheduler's pollset as it polls stock peer's standard_io port, and
+%% decodes what the port delivers with {@link decode_incoming/2} into `{frame, Binary}'
+%% and `{console, Binary}' events (console text as stderr's); the end of the tcp
+%% connection decodes as `{closed, closed}', a frame over the limit as
+%% `{closed, {frame_too_large, Size}}'. When a large frame is coming, the owner closes the
+%% port and reads what the stream holds of the frame ({@link read_incoming/1}); if the
+%% frame goes on, the channel's thread reads its rest (a port reads 64 KiB at a time, a
+%% message each) and then sends `resume': the owner opens a port again. The exit status
+%% can arrive before the end of stdout: the owner orders them.
 -module(rpeer_nif).
 
 -export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-         stdout_fd/1, decode_stdout/2, read_stdout/1, stdout_read_bytes/1, release_stdout/1]).
--export_type([channel/0]).
+         incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
+         release_incoming/1]).
+-export_type([channel/0, incoming_event/0]).
 
 -nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
-       stdout_fd/1, decode_stdout/2, read_stdout/1, stdout_read_bytes/1, release_stdout/1]).
+       incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
+       release_incoming/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
+-type incoming_event() :: {frame | console, binary()}
+                        | {closed, closed | {frame_too_large, non_neg_integer()}}.
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -135,39 +144,37 @@ kill(_Channel) ->
 os_pid(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc The descriptor of a spawned program's stdout, to open a port on; `undefined'
-%% without pipes (detached), for a tcp channel, or once released.
--spec stdout_fd(channel()) -> non_neg_integer() | undefined.
-stdout_fd(_Channel) ->
+%% @doc The descriptor of the incoming stream, to open a port on; `undefined' without
+%% one (a program spawned detached), before the tcp peer connected, or once released.
+-spec incoming_fd(channel()) -> non_neg_integer() | undefined.
+incoming_fd(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Decodes bytes the stdout port delivered (one port read, at most 64 KiB), or
-%% `eof' at its end: the frame and console events they complete, in stream order, and
-%% `thread' when a large frame is coming whose rest {@link read_stdout/1} reads faster
-%% (else `port').
--spec decode_stdout(channel(), binary() | eof) -> {[{frame | console, binary()}], port | thread}.
-decode_stdout(_Channel, _Bytes) ->
+%% @doc Decodes bytes the port delivered (one port read, at most 64 KiB), or `eof' at
+%% the stream's end: the events they complete, in stream order, and `thread' when a large
+%% frame is coming whose rest {@link read_incoming/1} reads faster (else `port').
+-spec decode_incoming(channel(), binary() | eof) -> {[incoming_event()], port | thread}.
+decode_incoming(_Channel, _Bytes) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Reads the large frame coming on the program's stdout as far as the pipe holds it
-%% now (at most 512 KiB, without waiting; call it only while no port reads the stdout):
-%% the events completed, and who reads on. With `port', open a port on
-%% {@link stdout_fd/1} again; with `thread', the channel's thread reads until the frame
-%% is in: its frame and console events come as the channel's (flow-controlled), then
-%% `resume'.
--spec read_stdout(channel()) -> {[{frame | console, binary()}], port | thread}.
-read_stdout(_Channel) ->
+%% @doc Reads the large frame coming on the incoming stream as far as the stream holds
+%% it now (at most 512 KiB, without waiting; call it only while no port reads it): the
+%% events completed, and who reads on. With `port', open a port on
+%% {@link incoming_fd/1} again; with `thread', the channel's thread reads until the frame
+%% is in: its events come as the channel's (flow-controlled), then `resume'.
+-spec read_incoming(channel()) -> {[incoming_event()], port | thread}.
+read_incoming(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Bytes read from the program's stdout so far, by the port or the channel's
-%% thread: whether the stream is still written to.
--spec stdout_read_bytes(channel()) -> non_neg_integer().
-stdout_read_bytes(_Channel) ->
+%% @doc Bytes read from the incoming stream so far, by the port or the channel's
+%% thread: whether it is still written to.
+-spec incoming_read_bytes(channel()) -> non_neg_integer().
+incoming_read_bytes(_Channel) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Closes the origin's end of the program's stdout. Call it after the port on it is
+%% @doc Closes the origin's end of the incoming stream. Call it after the port on it is
 %% closed: a descriptor closed under a port could be reused by another. (If the owner
 %% dies without calling it, the descriptor is closed a few seconds later.)
--spec release_stdout(channel()) -> ok.
-release_stdout(_Channel) ->
+-spec release_incoming(channel()) -> ok.
+release_incoming(_Channel) ->
     erlang:nif_error(nif_not_loaded).

@@ -13,7 +13,7 @@
 //! Aborting (the owner died) drops the queue at once.
 
 use crate::codec::{self, FrameEncoder};
-use crate::event::{Flow, DEFAULT_WINDOW};
+use crate::event::{Event, Flow, Sink, DEFAULT_WINDOW};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest, Waker};
 use crossbeam_channel::{Receiver, Sender};
@@ -124,6 +124,18 @@ impl Shared {
 
     pub(crate) fn is_aborted(&self) -> bool {
         self.aborted_flag.load(Ordering::Acquire)
+    }
+
+    /// Delivers an event of a channel thread while the owner is there (`delivering`),
+    /// data events with flow control.
+    pub(crate) fn deliver(&self, delivering: &mut bool, sink: &mut impl Sink, event: Event) {
+        if !*delivering {
+            return;
+        }
+        if (event.is_data() && !self.flow.acquire()) || !sink.deliver(event) {
+            // The owner is gone; the thread goes on reading so the peer never blocks.
+            *delivering = false;
+        }
     }
 }
 

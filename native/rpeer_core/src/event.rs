@@ -74,23 +74,10 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Where a channel delivers its events.
+/// Where a channel delivers its events. Returns `false` once the owner is gone, after
+/// which the channel stops delivering.
 pub trait Sink: Send + 'static {
-    /// Memory a frame's payload is received into before it is delivered: the NIF's sink
-    /// gives VM binaries, whose allocator keeps big blocks mapped between frames (a fresh
-    /// `Vec` of megabytes page-faults its way through every frame).
-    type Payload: std::ops::DerefMut<Target = [u8]> + Send;
-
-    /// Delivers an event. Returns `false` once the owner is gone, after which the channel
-    /// stops delivering.
     fn deliver(&mut self, event: Event) -> bool;
-
-    /// Memory for a payload of `len` bytes, its contents unspecified; `None` when there
-    /// is none to be had.
-    fn payload(&mut self, len: usize) -> Option<Self::Payload>;
-
-    /// Delivers a payload from [`Sink::payload`], filled, as a frame (see `deliver`).
-    fn deliver_payload(&mut self, payload: Self::Payload) -> bool;
 }
 
 /// Runs a channel thread's body; if it panics, the owner is told (`Failed`) instead of
@@ -113,18 +100,8 @@ pub(crate) struct TestSink(pub(crate) crossbeam_channel::Sender<Event>);
 
 #[cfg(test)]
 impl Sink for TestSink {
-    type Payload = Vec<u8>;
-
     fn deliver(&mut self, event: Event) -> bool {
         self.0.send(event).is_ok()
-    }
-
-    fn payload(&mut self, len: usize) -> Option<Vec<u8>> {
-        Some(vec![0; len])
-    }
-
-    fn deliver_payload(&mut self, payload: Vec<u8>) -> bool {
-        self.deliver(Event::Frame(payload))
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod codec;
 pub mod event;
+pub mod incoming;
 pub mod owner;
 pub mod spawn;
 pub mod stdio;

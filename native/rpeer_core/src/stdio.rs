@@ -3,14 +3,9 @@
 //! status on a pipe of its own. A detached program (no pipes) reports only its exit status.
 //!
 //! The origin does not read the spawned program's stdout on a thread of its own: the
-//! owner reads it through an Erlang port (`open_port({fd, Fd, Fd}, [in, binary, eof])`)
-//! and decodes what the port delivers with [`Stdout::decode`]. The VM's scheduler polls
-//! that descriptor itself, so a reply wakes one thread, not a reader thread and then
-//! a scheduler; the owner orders the exit status after the port's end of file. A port
-//! reads 64 KiB at a time, a message each: when a large frame is coming, the owner
-//! closes the port and [`Stdout::read_on_thread`] has the channel's reader thread read
-//! the frame's rest in big reads; it hands the stream back (`Resume`) once the frame is
-//! in.
+//! owner reads it through an Erlang port, an [`Incoming`] stream (the channel's reader
+//! thread reads large frames there when asked); the owner orders the exit status after
+//! the port's end of file.
 //!
 //! The peer side of the same channel ([`attach`]) reads frames from the node's own
 //! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
@@ -24,39 +19,22 @@
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
 use crate::event::{self, Event, Failure, Sink};
+use crate::incoming::{Incoming, Stream, StreamDecoder, ThreadRead, READ_BUFFER};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
-use parking_lot::Mutex;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the reader waits for stderr to end once the program has exited.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
-const READ_BUFFER: usize = 256 * 1024;
-
-/// The rest of a frame from which reading it on a thread pays (raw bytes): well over
-/// one port read (64 KiB), so that small frames never leave the port.
-pub const THREAD_READ_FROM: usize = 256 * 1024;
-
-/// Raw bytes the owner reads itself when a large frame begins (see [`Stdout::read_now`]):
-/// half of what a full pipe holds, read and decoded in ~200 us (the call stays well under
-/// a millisecond also on a busy machine).
-const READ_NOW_MAX: usize = 512 * 1024;
-
-/// How long a dropped [`Stdout`] keeps its descriptor open when the owner never said
-/// that the port reading it is closed: a port closes when its owner dies, maybe just
-/// after the owner's resources are dropped, and must not find its descriptor reused.
-const PORT_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the channel of a spawned program. With pipes, frames sent on the channel go to
 /// its stdin, and its stdout is returned for the owner to read; without (a detached
 /// program) the channel only reports the exit status.
-pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Option<Stdout>)> {
-    let stdout = spawned.stdout.take().map(Stdout::new).transpose()?;
+pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Option<Incoming>)> {
+    let stdout = spawned.stdout.take().map(stdout).transpose()?;
     let shared = Shared::new()?;
     let queue = match spawned.stdin {
         Some(stdin) => {
@@ -68,8 +46,7 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
     };
     let reader = Reader {
         input: None,
-        stdout: stdout.as_ref().map(|s| Arc::clone(&s.shared)),
-        stdout_read: None,
+        stdout: stdout.as_ref().map(Incoming::thread_side),
         stderr: spawned.stderr.map(Stream::new).transpose()?,
         status: Some(spawned.status),
         shared: Arc::clone(&shared),
@@ -84,159 +61,12 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
     Ok((Channel::new(queue, shared, Some(spawned.pid)), stdout))
 }
 
-/// The origin's end of a spawned program's stdout, read by the owner, and the decoder
-/// of what it reads: frames, and console text made valid UTF-8.
-pub struct Stdout {
-    shared: Arc<StdoutShared>,
-}
-
-/// What the owner and the channel's reader thread share of the stdout.
-struct StdoutShared {
-    /// `None` once released: the owner closed the port that read it.
-    fd: Mutex<Option<OwnedFd>>,
-    decoding: Mutex<StdoutDecoder>,
-    /// The owner asked the reader thread to read a large frame; cleared by the thread
-    /// before it hands the stream back.
-    requested: AtomicBool,
-    /// Tells the reader thread that `requested` (or `fd`) changed.
-    wake: sys::Waker,
-    /// Bytes read from the stream so far, by the owner's port or the reader thread.
-    read_bytes: AtomicU64,
-    /// The buffer of [`Stdout::read_now`].
-    read_now_buf: Mutex<Vec<u8>>,
-}
-
-impl Stdout {
-    fn new(fd: OwnedFd) -> io::Result<Self> {
-        // The port reads it when polled; a read must never block a scheduler.
-        sys::set_nonblocking(fd.as_raw_fd())?;
-        Ok(Stdout {
-            shared: Arc::new(StdoutShared {
-                fd: Mutex::new(Some(fd)),
-                decoding: Mutex::new(StdoutDecoder::new(true)),
-                requested: AtomicBool::new(false),
-                wake: sys::Waker::new()?,
-                read_bytes: AtomicU64::new(0),
-                read_now_buf: Mutex::new(Vec::new()),
-            }),
-        })
-    }
-
-    /// The descriptor to read, until released.
-    pub fn raw_fd(&self) -> Option<RawFd> {
-        self.shared.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
-    }
-
-    /// Decodes bytes read from the descriptor into `Frame` and `Console` events. Returns
-    /// whether a large frame is coming, whose rest is faster read on the reader thread.
-    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
-        self.shared.decode(bytes, out) >= THREAD_READ_FROM
-    }
-
-    /// Bytes read from the stream so far: whether it is still written to.
-    pub fn read_bytes(&self) -> u64 {
-        self.shared.read_bytes.load(Ordering::Acquire)
-    }
-
-    /// The stream ended: what is held back becomes console text.
-    pub fn finish(&self, out: &mut Vec<Event>) {
-        self.shared.decoding.lock().finish(out);
-    }
-
-    /// Reads the frame being received as far as the stream holds it now, without
-    /// waiting (at most [`READ_NOW_MAX`] bytes): a large frame's start is in the pipe
-    /// already when the owner sees the frame begin, and reading it here spares waiting
-    /// for the reader thread to wake up. Returns whether a large frame is still coming,
-    /// whose rest [`Stdout::read_on_thread`] reads; else (also at the end of the stream,
-    /// or on an error, which a port then sees) a port can read on. Call only while
-    /// nothing else reads the stream.
-    pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
-        let Some(Stream { mut file, .. }) = self.shared.duplicate() else {
-            return false;
-        };
-        let mut buf = self.shared.read_now_buf.lock();
-        buf.resize(READ_BUFFER, 0);
-        let (mut read, mut missing) = (0, self.shared.decoding.lock().decoder.awaiting());
-        while read < READ_NOW_MAX {
-            match file.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    read += n;
-                    missing = self.shared.decode(&buf[..n], out);
-                    if missing == 0 {
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return false,
-            }
-        }
-        missing >= THREAD_READ_FROM
-    }
-
-    /// Has the channel's reader thread read the stream until a read ends with no frame
-    /// unfinished, delivering `Frame` and `Console` events, then `Resume` (also at the
-    /// end of the stream, which the owner's port then sees). Call only while nothing
-    /// else reads it.
-    pub fn read_on_thread(&self) {
-        self.shared.requested.store(true, Ordering::Release);
-        self.shared.wake.wake();
-    }
-
-    /// Closes the descriptor; call once nothing polls it any more. The reader thread
-    /// stops reading its own duplicate.
-    pub fn release(&self) {
-        drop(self.shared.stop_reading());
-    }
-}
-
-impl StdoutShared {
-    /// A duplicate of the descriptor (until released), non-blocking: a closed port
-    /// leaves it blocking, and neither the owner's read nor the thread's after a poll
-    /// may wait for more.
-    fn duplicate(&self) -> Option<Stream> {
-        let fd = self.fd.lock().as_ref().map(OwnedFd::try_clone)?;
-        fd.and_then(Stream::new).ok()
-    }
-
-    /// Takes the descriptor away and stops the reader thread from reading it.
-    fn stop_reading(&self) -> Option<OwnedFd> {
-        let fd = self.fd.lock().take();
-        self.requested.store(false, Ordering::Release);
-        self.wake.wake();
-        fd
-    }
-
-    /// Decodes bytes read from the stream, by the port or the reader thread; returns the
-    /// raw bytes still missing from the frame being received.
-    fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
-        self.read_bytes
-            .fetch_add(bytes.len() as u64, Ordering::AcqRel);
-        let mut decoding = self.decoding.lock();
-        decoding.feed(bytes, out);
-        decoding.decoder.awaiting()
-    }
-}
-
-impl Drop for Stdout {
-    fn drop(&mut self) {
-        if let Some(fd) = self.shared.stop_reading() {
-            // Not released: a port may still have it selected, so it is closed later.
-            let fd = Arc::new(fd);
-            let closing = Arc::clone(&fd);
-            let parked = std::thread::Builder::new()
-                .name("rpeer-stdout-close".into())
-                .spawn(move || {
-                    std::thread::sleep(PORT_CLOSE_GRACE);
-                    drop(closing);
-                });
-            if parked.is_err() {
-                // No thread: leave the descriptor open rather than risk its reuse.
-                std::mem::forget(fd);
-            }
-        }
-    }
+/// The origin's end of a spawned program's stdout, read by the owner: frames, and
+/// console text made valid UTF-8.
+fn stdout(fd: OwnedFd) -> io::Result<Incoming> {
+    let stdout = Incoming::new(Box::new(StdoutDecoder::new(true)))?;
+    stdout.open(fd)?;
+    Ok(stdout)
 }
 
 /// Decodes a stdout stream: frames, and (when `console`) text between them as UTF-8.
@@ -252,23 +82,6 @@ impl StdoutDecoder {
             decoder: Decoder::new(),
             console: console.then(Utf8Assembler::new),
             wire: Vec::new(),
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        self.decoder.feed(bytes, &mut self.wire);
-        self.drain(out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<Event>) {
-        self.decoder.finish(&mut self.wire);
-        self.drain(out);
-        if let Some(console) = &mut self.console {
-            let mut utf8 = Vec::new();
-            console.flush(&mut utf8);
-            if !utf8.is_empty() {
-                out.push(Event::Console(utf8));
-            }
         }
     }
 
@@ -289,6 +102,29 @@ impl StdoutDecoder {
     }
 }
 
+impl StreamDecoder for StdoutDecoder {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        self.decoder.feed(bytes, &mut self.wire);
+        self.drain(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        self.decoder.finish(&mut self.wire);
+        self.drain(out);
+        if let Some(console) = &mut self.console {
+            let mut utf8 = Vec::new();
+            console.flush(&mut utf8);
+            if !utf8.is_empty() {
+                out.push(Event::Console(utf8));
+            }
+        }
+    }
+
+    fn awaiting(&self) -> usize {
+        self.decoder.awaiting()
+    }
+}
+
 /// The peer node's side: frames are read from `input` (the node's stdin) and written to
 /// `output` (its stdout). Ends with `Closed(Eof)` when the input ends. Only frames are
 /// delivered: the origin writes nothing else, so other bytes on stdin are noise.
@@ -299,7 +135,6 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
     let reader = Reader {
         input: Some(Stream::new(input)?),
         stdout: None,
-        stdout_read: None,
         stderr: None,
         status: None,
         shared: Arc::clone(&shared),
@@ -314,50 +149,12 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
     Ok(Channel::new(Some(queue), shared, None))
 }
 
-struct Stream {
-    file: File,
-    open: bool,
-}
-
-impl Stream {
-    fn new(fd: OwnedFd) -> io::Result<Self> {
-        sys::set_nonblocking(fd.as_raw_fd())?;
-        Ok(Stream {
-            file: File::from(fd),
-            open: true,
-        })
-    }
-
-    /// Reads what is there into `buf`; an empty slice once the stream has ended.
-    fn read<'b>(&mut self, buf: &'b mut [u8]) -> Option<&'b [u8]> {
-        match self.file.read(buf) {
-            Ok(0) => {
-                self.open = false;
-                Some(&[])
-            }
-            Ok(n) => Some(&buf[..n]),
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                None
-            }
-            Err(_) => {
-                self.open = false;
-                Some(&[])
-            }
-        }
-    }
-}
-
 struct Reader {
     /// The peer side's stdin, which carries frames (the origin reads none here).
     input: Option<Stream>,
     /// The origin's stdout of the spawned program, which the owner reads, and asks this
     /// thread to read while a large frame comes in.
-    stdout: Option<Arc<StdoutShared>>,
-    /// This thread's duplicate of the stdout descriptor while it reads a large frame.
-    stdout_read: Option<Stream>,
+    stdout: Option<ThreadRead>,
     stderr: Option<Stream>,
     /// The spawned program's exit status; `None` on the peer side.
     status: Option<ExitStatusReader>,
@@ -374,10 +171,10 @@ impl Reader {
         let mut buf = vec![0u8; READ_BUFFER];
         let mut exit: Option<(Option<i32>, Instant)> = None;
         loop {
-            self.take_stdout_request(sink);
             let open = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.open);
             let (in_open, err_open) = (open(&self.input), open(&self.stderr));
-            let streams_ended = !in_open && !err_open && self.stdout_read.is_none();
+            let stdout_reading = self.stdout.as_ref().is_some_and(ThreadRead::is_reading);
+            let streams_ended = !in_open && !err_open && !stdout_reading;
             let timeout = match (&self.status, exit) {
                 (None, _) | (Some(_), Some(_)) if streams_ended => break,
                 (Some(_), Some((_, at))) => match EXIT_GRACE.checked_sub(at.elapsed()) {
@@ -387,7 +184,7 @@ impl Reader {
                 _ => None,
             };
             let status_open = self.status.is_some() && exit.is_none();
-            let mut fds = Vec::with_capacity(3);
+            let mut fds = Vec::with_capacity(5);
             if in_open {
                 fds.push((
                     self.input.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
@@ -403,11 +200,8 @@ impl Reader {
             if let (true, Some(status)) = (status_open, &self.status) {
                 fds.push((status.fd(), Interest::Read));
             }
-            if let Some(stream) = &self.stdout_read {
-                fds.push((stream.file.as_raw_fd(), Interest::Read));
-            }
             if let Some(stdout) = &self.stdout {
-                fds.push((stdout.wake.fd(), Interest::Read));
+                stdout.poll_fds(&mut fds);
             }
             let Ok(ready) = sys::poll(&fds, timeout) else {
                 break;
@@ -433,7 +227,9 @@ impl Reader {
                     } else {
                         errors.push(bytes, &mut utf8);
                     }
-                    self.deliver_text(sink, Event::Stderr(utf8));
+                    if !utf8.is_empty() {
+                        self.deliver(sink, Event::Stderr(utf8));
+                    }
                 }
             }
             if status_open && ready.next().is_some_and(|r| r.readable) {
@@ -441,13 +237,16 @@ impl Reader {
                     exit = Some((status, Instant::now()));
                 }
             }
-            if self.stdout_read.is_some() && ready.next().is_some_and(|r| r.readable) {
-                self.read_stdout(sink, &mut buf, &mut events);
-            }
-            if let (Some(stdout), Some(r)) = (&self.stdout, ready.next()) {
-                if r.readable {
-                    stdout.wake.clear();
-                }
+            let Reader {
+                stdout,
+                shared,
+                delivering,
+                ..
+            } = &mut self;
+            if let Some(stdout) = stdout {
+                stdout.on_poll(&mut ready, &mut buf, &mut |event| {
+                    shared.deliver(delivering, sink, event)
+                });
             }
         }
         let last = match (&self.status, exit) {
@@ -462,98 +261,23 @@ impl Reader {
         if self.delivering && !self.shared.is_aborted() {
             sink.deliver(last);
         }
-        self.serve_stdout(sink, &mut buf, &mut events);
-    }
-
-    /// After the exit status the owner may still be reading stdout (the exit came first)
-    /// and ask for a large frame there to be read here: until it releases stdout.
-    fn serve_stdout(&mut self, sink: &mut impl Sink, buf: &mut [u8], events: &mut Vec<Event>) {
-        loop {
-            let Some(wake) = self.stdout.as_ref().map(|s| s.wake.fd()) else {
-                return;
-            };
-            if self.stdout.as_ref().is_some_and(|s| s.fd.lock().is_none()) {
-                return; // released, or the owner is gone
-            }
-            self.take_stdout_request(sink);
-            let mut fds = vec![(wake, Interest::Read)];
-            if let Some(stream) = &self.stdout_read {
-                fds.push((stream.file.as_raw_fd(), Interest::Read));
-            }
-            let Ok(ready) = sys::poll(&fds, None) else {
-                return;
-            };
-            if ready[0].readable {
-                if let Some(stdout) = &self.stdout {
-                    stdout.wake.clear();
-                }
-            }
-            if ready.get(1).is_some_and(|r| r.readable) {
-                self.read_stdout(sink, buf, events);
-            }
-        }
-    }
-
-    /// The owner asked for a large frame on stdout to be read here (or released it).
-    fn take_stdout_request(&mut self, sink: &mut impl Sink) {
-        let Some(stdout) = &self.stdout else {
-            return;
-        };
-        let requested = stdout.requested.load(Ordering::Acquire);
-        if requested && self.stdout_read.is_none() {
-            match stdout.duplicate() {
-                Some(stream) => self.stdout_read = Some(stream),
-                // Released meanwhile, or no descriptor left: the owner reads on.
-                None => self.hand_stdout_back(sink),
-            }
-        } else if !requested {
-            self.stdout_read = None;
-        }
-    }
-
-    /// Reads stdout for the owner; hands it back once a read ends with no frame
-    /// unfinished, or at the end of the stream (which the owner's port then sees).
-    fn read_stdout(&mut self, sink: &mut impl Sink, buf: &mut [u8], events: &mut Vec<Event>) {
-        let (Some(stdout), Some(stream)) = (&self.stdout, &mut self.stdout_read) else {
-            return;
-        };
-        let Some(bytes) = stream.read(buf) else {
-            return;
-        };
-        let frame_unfinished = !bytes.is_empty() && stdout.decode(bytes, events) > 0;
-        if !frame_unfinished {
-            // Closed before the owner reads the stream again.
-            self.stdout_read = None;
-        }
-        for event in events.drain(..) {
-            self.deliver(sink, event);
-        }
-        if !frame_unfinished {
-            self.hand_stdout_back(sink);
-        }
-    }
-
-    fn hand_stdout_back(&mut self, sink: &mut impl Sink) {
-        if let Some(stdout) = &self.stdout {
-            stdout.requested.store(false, Ordering::Release);
-        }
-        self.deliver(sink, Event::Resume);
-    }
-
-    fn deliver_text(&mut self, sink: &mut impl Sink, event: Event) {
-        if !matches!(&event, Event::Stderr(t) if t.is_empty()) {
-            self.deliver(sink, event);
+        // After the exit status the owner may still be reading stdout (the exit came
+        // first) and ask for a large frame there to be read here: until it releases it.
+        let Reader {
+            stdout,
+            shared,
+            delivering,
+            ..
+        } = &mut self;
+        if let Some(stdout) = stdout {
+            stdout.serve(&mut buf, &mut |event| {
+                shared.deliver(delivering, sink, event)
+            });
         }
     }
 
     fn deliver(&mut self, sink: &mut impl Sink, event: Event) {
-        if !self.delivering {
-            return;
-        }
-        if (event.is_data() && !self.shared.flow.acquire()) || !sink.deliver(event) {
-            // The owner is gone; keep draining so the peer never blocks on a full pipe.
-            self.delivering = false;
-        }
+        self.shared.deliver(&mut self.delivering, sink, event);
     }
 }
 
@@ -564,8 +288,10 @@ mod tests {
     use crate::event::TestSink;
     use crate::spawn::{spawn, Spec, StdioMode};
     use crossbeam_channel::{unbounded, Receiver};
+    use std::fs::File;
+    use std::io::Read;
 
-    fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Option<Stdout>, Receiver<Event>) {
+    fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Option<Incoming>, Receiver<Event>) {
         let spec = Spec {
             waiter: crate::spawn::test_waiter(),
             program: "/bin/sh".into(),
@@ -580,7 +306,7 @@ mod tests {
 
     /// Reads the program's stdout to its end, as the owner's port does, and decodes it:
     /// (console text, frames).
-    fn read_stdout(stdout: Stdout) -> std::thread::JoinHandle<(Vec<u8>, Vec<Vec<u8>>)> {
+    fn read_stdout(stdout: Incoming) -> std::thread::JoinHandle<(Vec<u8>, Vec<Vec<u8>>)> {
         std::thread::spawn(move || {
             let fd = stdout.raw_fd().expect("stdout fd");
             // A blocking reader of the same pipe, without taking the descriptor over.
@@ -684,7 +410,7 @@ mod tests {
     #[test]
     fn stdout_decoder_joins_frames_and_characters_split_across_reads() {
         let (read_end, _write_end) = crate::sys::pipe().expect("pipe");
-        let stdout = Stdout::new(read_end).expect("stdout");
+        let stdout = stdout(read_end).expect("stdout");
         let mut wire = "é:".as_bytes().to_vec();
         codec::encode_frame(b"split", &mut wire);
         wire.extend_from_slice(&[b'!', 0xC3]);
@@ -713,7 +439,7 @@ mod tests {
 
     /// Reads the program's stdout "through the port" (a blocking reader of the same
     /// pipe) until the decoder says a large frame is coming.
-    fn read_until_large_frame(stdout: &Stdout, port: &mut File, events: &mut Vec<Event>) {
+    fn read_until_large_frame(stdout: &Incoming, port: &mut File, events: &mut Vec<Event>) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = port.read(&mut buf).expect("read");
@@ -729,7 +455,7 @@ mod tests {
     /// the end.
     fn read_rest_then_port(
         channel: &Channel,
-        stdout: &Stdout,
+        stdout: &Incoming,
         port: &mut File,
         rx: &Receiver<Event>,
         events: &mut Vec<Event>,
@@ -740,7 +466,7 @@ mod tests {
         read_port_to_end(stdout, port, events);
     }
 
-    fn read_port_to_end(stdout: &Stdout, port: &mut File, events: &mut Vec<Event>) {
+    fn read_port_to_end(stdout: &Incoming, port: &mut File, events: &mut Vec<Event>) {
         let mut rest = Vec::new();
         port.read_to_end(&mut rest).expect("read");
         stdout.decode(&rest, events);
@@ -752,7 +478,7 @@ mod tests {
     /// hands the stream back; an exit status coming meanwhile joins the events.
     fn read_on_thread(
         channel: &Channel,
-        stdout: &Stdout,
+        stdout: &Incoming,
         rx: &Receiver<Event>,
         events: &mut Vec<Event>,
     ) {
@@ -783,7 +509,7 @@ mod tests {
             .collect()
     }
 
-    fn port_reader(stdout: &Stdout) -> File {
+    fn port_reader(stdout: &Incoming) -> File {
         let fd = stdout.raw_fd().expect("fd");
         File::open(format!("/proc/self/fd/{fd}")).expect("open pipe")
     }
@@ -831,7 +557,7 @@ mod tests {
         name: &str,
         frame: &[u8],
         text: &[u8],
-    ) -> (Channel, Stdout, Receiver<Event>, File, Vec<Event>) {
+    ) -> (Channel, Incoming, Receiver<Event>, File, Vec<Event>) {
         let mut wire = Vec::new();
         codec::encode_frame(frame, &mut wire);
         wire.extend_from_slice(text);
@@ -878,7 +604,7 @@ mod tests {
     fn stalled_in_a_large_frame(
         name: &str,
         written: usize,
-    ) -> (Channel, Stdout, Receiver<Event>, Vec<Event>) {
+    ) -> (Channel, Incoming, Receiver<Event>, Vec<Event>) {
         let mut wire = Vec::new();
         codec::encode_frame(&vec![3u8; 1_000_000], &mut wire);
         let file = wire_file(name, &wire[..written]);
@@ -902,7 +628,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         // As a closed port leaves it: blocking.
         let fd = stdout.raw_fd().expect("fd");
-        // SAFETY: fcntl on a descriptor the test's Stdout keeps open; plain ints.
+        // SAFETY: fcntl on a descriptor the test's Incoming keeps open; plain ints.
         unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);

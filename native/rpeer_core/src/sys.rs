@@ -19,6 +19,8 @@ pub struct Ready {
 pub enum Interest {
     Read,
     Write,
+    /// Only an error or a hang-up (reported as readable).
+    Failure,
 }
 
 /// Waits until one of `fds` is ready, or `timeout` passes (`None`: no timeout).
@@ -31,6 +33,7 @@ pub fn poll(fds: &[(RawFd, Interest)], timeout: Option<Duration>) -> io::Result<
             events: match interest {
                 Interest::Read => libc::POLLIN,
                 Interest::Write => libc::POLLOUT,
+                Interest::Failure => 0,
             },
             revents: 0,
         })
@@ -185,6 +188,27 @@ pub fn detect_dead_link(fd: RawFd, timeout: Duration) -> io::Result<()> {
         libc::TCP_USER_TIMEOUT,
         user_timeout_ms as libc::c_int,
     )
+}
+
+/// The pending error of a socket (SO_ERROR, which reading clears), if any.
+pub fn socket_error(fd: RawFd) -> Option<io::Error> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a live local int.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match rc {
+        0 if value == 0 => None,
+        0 => Some(io::Error::from_raw_os_error(value)),
+        _ => Some(io::Error::last_os_error()),
+    }
 }
 
 fn set_int_option(

@@ -1,8 +1,11 @@
 //! The tcp channel: the origin listens, the peer connects back (`-origin Ips Port`), and
 //! frames travel with a 4-byte big-endian length prefix (gen_tcp's `{packet, 4}`).
 //!
-//! One thread accepts (within the accept timeout) and then reads frames; a writer thread
-//! starts once the connection is there. Frames sent before that wait in the queue.
+//! One thread accepts (within the accept timeout); a writer thread starts once the
+//! connection is there. Frames sent before that wait in the queue. The owner reads the
+//! connection through a port, an [`Incoming`] stream: the accepting thread stays to read
+//! large frames there when asked. The connection's end is the end of that stream
+//! (`Closed` from [`Incoming::finish`]); a frame over the maximum ends it too.
 //!
 //! When the channel verifies its peer, a connection is taken only when it comes from a
 //! process of the peer's process group (see `owner`); any other connection is closed
@@ -11,16 +14,14 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::event::{self, Event, Failure, Sink};
+use crate::incoming::{Incoming, StreamDecoder, ThreadRead, READ_BUFFER};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bytes read from the socket at a time: small frames come in one read with their header.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// Largest frame payload accepted from the peer.
 pub const DEFAULT_MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
@@ -46,17 +47,20 @@ pub struct Limits {
     pub dead_link: Option<Duration>,
 }
 
-/// Starts accepting the peer's connection; events go to `sink`: `Accepted` then frames
-/// and finally `Closed`, or `AcceptFailed`.
+/// Starts accepting the peer's connection; events go to `sink`: `Accepted` (the
+/// returned stream is there to read), `Closed` when the connection could not be set up,
+/// or `AcceptFailed`; then the events of large frames read on the thread.
 pub fn start(
     listener: TcpListener,
     limits: Limits,
     verify_peer: bool,
     sink: impl Sink,
-) -> io::Result<Channel> {
+) -> io::Result<(Channel, Incoming)> {
     let shared = Shared::new()?;
     let (queue, frames) = channel::queue();
     let thread_shared = Arc::clone(&shared);
+    let incoming = Incoming::new(Box::new(FrameDecoder::new(limits.max_frame)))?;
+    let reading = incoming.thread_side();
     std::thread::Builder::new()
         .name("rpeer-tcp".into())
         .spawn(move || {
@@ -77,18 +81,22 @@ pub fn start(
                 let ready = limits
                     .dead_link
                     .map_or(Ok(()), |t| sys::detect_dead_link(stream.as_raw_fd(), t))
-                    .and_then(|()| conn.start_writer(&stream, frames));
-                let failure = match ready {
-                    Ok(()) => {
+                    .and_then(|()| conn.start_writer(&stream, frames))
+                    .and_then(|()| stream.try_clone())
+                    .and_then(|watched| {
+                        reading.open(OwnedFd::from(stream))?;
+                        Ok(watched)
+                    });
+                match ready {
+                    Ok(watched) => {
                         conn.report(Event::Accepted);
-                        conn.read_frames(stream, limits.max_frame)
+                        conn.serve(reading, watched);
                     }
-                    Err(e) => Failure::Io(sys::errno_name(&e)),
-                };
-                conn.report(Event::Closed(failure));
+                    Err(e) => conn.report(Event::Closed(Failure::Io(sys::errno_name(&e)))),
+                }
             });
         })?;
-    Ok(Channel::new(Some(queue), shared, None))
+    Ok((Channel::new(Some(queue), shared, None), incoming))
 }
 
 struct Connection<'s, S: Sink> {
@@ -174,32 +182,34 @@ impl<S: Sink> Connection<'_, S> {
         )
     }
 
-    /// Reads frames until the connection ends (the socket is blocking; an abort shuts
-    /// it down from the writer's side).
-    fn read_frames(&mut self, stream: TcpStream, max_frame: usize) -> Failure {
-        let mut reader = io::BufReader::with_capacity(READ_BUFFER, &stream);
-        loop {
-            let mut header = [0u8; HEADER_LEN];
-            if let Err(e) = reader.read_exact(&mut header) {
-                return failure_of(e);
+    /// Reads large frames for the owner when asked, until it releases the connection.
+    /// A port does not report a connection that failed (a reset, a dead link's timeout:
+    /// it sees no end of file either), so the socket is watched here for an error or a
+    /// hang-up (shut down both ways), reported as `Closed`; the owner may see the end
+    /// twice (the port's end of file, then this).
+    fn serve(self, mut reading: ThreadRead, watched: TcpStream) {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut delivering = true;
+        let mut deliver = |event| self.shared.deliver(&mut delivering, self.sink, event);
+        let mut watched = Some(watched);
+        while !reading.is_released() {
+            let mut fds = Vec::with_capacity(3);
+            reading.poll_fds(&mut fds);
+            if let Some(socket) = &watched {
+                fds.push((socket.as_raw_fd(), Interest::Failure));
             }
-            let len = u32::from_be_bytes(header) as usize;
-            if len > max_frame {
-                // SAFETY: shutdown() of the socket this thread reads; the writer's clone
-                // sees the same end.
-                unsafe {
-                    libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR);
-                }
-                return Failure::FrameTooLarge(len);
-            }
-            let Some(mut payload) = self.sink.payload(len) else {
-                return Failure::Io("enomem".into());
+            let Ok(ready) = sys::poll(&fds, None) else {
+                return;
             };
-            if let Err(e) = reader.read_exact(&mut payload) {
-                return failure_of(e);
-            }
-            if !self.shared.flow.acquire() || !self.sink.deliver_payload(payload) {
-                return Failure::Eof;
+            let mut ready = ready.into_iter();
+            reading.on_poll(&mut ready, &mut buf, &mut deliver);
+            if watched.is_some() && ready.next().is_some_and(|r| r.readable) {
+                // Shut down both ways: the error, unless the writer took it.
+                let error = watched
+                    .take()
+                    .and_then(|s| sys::socket_error(s.as_raw_fd()));
+                let failure = error.map_or(Failure::Eof, |e| Failure::Io(sys::errno_name(&e)));
+                deliver(Event::Closed(failure));
             }
         }
     }
@@ -211,11 +221,76 @@ impl<S: Sink> Connection<'_, S> {
     }
 }
 
-fn failure_of(e: io::Error) -> Failure {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        Failure::Eof
-    } else {
-        Failure::Io(sys::errno_name(&e))
+/// Decodes the connection's frames: a 4-byte big-endian length, then the payload. A
+/// frame declared over the maximum ends the connection (`Closed(FrameTooLarge)`): the
+/// rest of the stream is not read.
+struct FrameDecoder {
+    max_frame: usize,
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    /// The frame being received and its length.
+    payload: Option<(Vec<u8>, usize)>,
+    too_large: bool,
+}
+
+impl FrameDecoder {
+    fn new(max_frame: usize) -> Self {
+        FrameDecoder {
+            max_frame,
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            payload: None,
+            too_large: false,
+        }
+    }
+}
+
+impl StreamDecoder for FrameDecoder {
+    fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) {
+        while !bytes.is_empty() && !self.too_large {
+            if let Some((payload, len)) = &mut self.payload {
+                let take = (*len - payload.len()).min(bytes.len());
+                payload.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if payload.len() == *len {
+                    if let Some((payload, _)) = self.payload.take() {
+                        out.push(Event::Frame(payload));
+                    }
+                }
+                continue;
+            }
+            let take = (HEADER_LEN - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            bytes = &bytes[take..];
+            if self.header_len < HEADER_LEN {
+                return;
+            }
+            self.header_len = 0;
+            let len = u32::from_be_bytes(self.header) as usize;
+            if len > self.max_frame {
+                self.too_large = true;
+                out.push(Event::Closed(Failure::FrameTooLarge(len)));
+            } else if len == 0 {
+                out.push(Event::Frame(Vec::new()));
+            } else {
+                self.payload = Some((Vec::with_capacity(len), len));
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        if !self.too_large {
+            out.push(Event::Closed(Failure::Eof));
+        }
+    }
+
+    fn awaiting(&self) -> usize {
+        match &self.payload {
+            Some((payload, len)) => len - payload.len(),
+            None if self.header_len > 0 => HEADER_LEN - self.header_len,
+            None => 0,
+        }
     }
 }
 
@@ -224,17 +299,18 @@ mod tests {
     use super::*;
     use crate::event::TestSink;
     use crossbeam_channel::{unbounded, Receiver};
-    use std::io::Write;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::time::Instant;
 
-    fn loopback_channel(timeout: Duration, max_frame: usize) -> (Channel, Receiver<Event>, u16) {
+    type Started = (Channel, Incoming, Receiver<Event>, u16);
+
+    fn loopback_channel(timeout: Duration, max_frame: usize) -> Started {
         verified_channel(timeout, max_frame, false)
     }
 
-    fn verified_channel(
-        accept_timeout: Duration,
-        max_frame: usize,
-        verify: bool,
-    ) -> (Channel, Receiver<Event>, u16) {
+    fn verified_channel(accept_timeout: Duration, max_frame: usize, verify: bool) -> Started {
         let limits = Limits {
             accept_timeout,
             max_frame,
@@ -242,8 +318,40 @@ mod tests {
         };
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
         let (tx, rx) = unbounded();
-        let channel = start(listener, limits, verify, TestSink(tx)).expect("start");
-        (channel, rx, port)
+        let (channel, incoming) = start(listener, limits, verify, TestSink(tx)).expect("start");
+        (channel, incoming, rx, port)
+    }
+
+    /// Reads the connection as the owner's port would, until `count` events are decoded
+    /// or a large frame begins (then `true`).
+    fn read_like_a_port(incoming: &Incoming, count: usize, events: &mut Vec<Event>) -> bool {
+        let fd = incoming.raw_fd().expect("connected");
+        // SAFETY: dup() of a descriptor `incoming` keeps open; the duplicate is owned here.
+        let mut port = File::from(unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) });
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events.len() < count {
+            assert!(Instant::now() < deadline, "no events: {events:?}");
+            match port.read(&mut buf) {
+                Ok(0) => incoming.finish(events),
+                Ok(n) => {
+                    if incoming.decode(&buf[..n], events) {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        false
+    }
+
+    fn port_events(incoming: &Incoming, count: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        assert!(!read_like_a_port(incoming, count, &mut events));
+        events
     }
 
     fn next(rx: &Receiver<Event>) -> Event {
@@ -252,7 +360,9 @@ mod tests {
 
     #[test]
     fn frames_travel_both_ways_with_length_prefix() {
-        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let (channel, incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        assert_eq!(incoming.raw_fd(), None);
         channel
             .send_vec(b"queued before accept".to_vec())
             .expect("send");
@@ -262,36 +372,58 @@ mod tests {
         peer.read_exact(&mut got).expect("read");
         assert_eq!(&got[..4], &20u32.to_be_bytes());
         assert_eq!(&got[4..], b"queued before accept");
-        peer.write_all(&[0, 0, 0, 3, b'a', b'b', b'c'])
+        peer.write_all(&[0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0])
             .expect("write");
-        assert_eq!(next(&rx), Event::Frame(b"abc".to_vec()));
-        channel.ack(1);
+        assert_eq!(
+            port_events(&incoming, 2),
+            [Event::Frame(b"abc".to_vec()), Event::Frame(Vec::new())]
+        );
         drop(peer);
-        assert_eq!(next(&rx), Event::Closed(Failure::Eof));
+        assert_eq!(port_events(&incoming, 1), [Event::Closed(Failure::Eof)]);
+        incoming.release();
     }
 
     #[test]
-    fn a_large_frame_and_the_small_one_behind_it_arrive_whole() {
-        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+    fn a_large_frame_is_read_on_the_thread_then_the_port_reads_on() {
+        let (channel, incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
-        // The large payload is received partly from the read buffer (with its header)
-        // and the rest straight into the sink's memory.
         let big: Vec<u8> = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
         let mut wire = (big.len() as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(&big);
         wire.extend_from_slice(&[0, 0, 0, 2, b'o', b'k']);
         let writer = std::thread::spawn(move || peer.write_all(&wire).map(|()| peer));
-        assert!(next(&rx) == Event::Frame(big), "large frame garbled");
-        assert_eq!(next(&rx), Event::Frame(b"ok".to_vec()));
-        channel.ack(2);
+        let mut events = Vec::new();
+        assert!(
+            read_like_a_port(&incoming, 1, &mut events),
+            "large frame not seen"
+        );
+        if incoming.read_now(&mut events) {
+            incoming.read_on_thread();
+            loop {
+                match next(&rx) {
+                    Event::Resume => break,
+                    event => events.push(event),
+                }
+            }
+        }
+        let frames = events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame(_)))
+            .count();
+        events.extend(port_events(&incoming, 2 - frames));
+        assert!(events[0] == Event::Frame(big), "large frame garbled");
+        assert_eq!(events[1], Event::Frame(b"ok".to_vec()));
+        channel.ack(frames);
         drop(writer.join().expect("writer").expect("write"));
-        assert_eq!(next(&rx), Event::Closed(Failure::Eof));
+        assert_eq!(port_events(&incoming, 1), [Event::Closed(Failure::Eof)]);
     }
 
     #[test]
     fn large_frames_written_partly_by_the_caller_arrive_whole_and_in_order() {
-        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let (channel, _incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
         // The peer reads nothing yet: the socket takes part of the first frames, the
@@ -322,18 +454,51 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_connection_is_reported_as_closed() {
+        let (_channel, incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads exactly size_of::<linger>() bytes from a live local.
+        let rc = unsafe {
+            libc::setsockopt(
+                peer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        // Closed with linger 0: a reset, which a port reading the socket never reports.
+        drop(peer);
+        assert_eq!(next(&rx), Event::Closed(Failure::Io("econnreset".into())));
+        incoming.release();
+    }
+
+    #[test]
     fn accept_times_out() {
-        let (_channel, rx, _port) = loopback_channel(Duration::from_millis(50), DEFAULT_MAX_FRAME);
+        let (_channel, _incoming, rx, _port) =
+            loopback_channel(Duration::from_millis(50), DEFAULT_MAX_FRAME);
         assert_eq!(next(&rx), Event::AcceptFailed(Failure::Timeout));
     }
 
     #[test]
     fn oversized_declared_frame_closes_the_channel() {
-        let (_channel, rx, port) = loopback_channel(Duration::from_secs(10), 16);
+        let (channel, incoming, rx, port) = loopback_channel(Duration::from_secs(10), 16);
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
         peer.write_all(&1000u32.to_be_bytes()).expect("write");
-        assert_eq!(next(&rx), Event::Closed(Failure::FrameTooLarge(1000)));
+        assert_eq!(
+            port_events(&incoming, 1),
+            [Event::Closed(Failure::FrameTooLarge(1000))]
+        );
+        // The owner closes the channel, which shuts the connection down.
+        channel.close();
         let mut rest = Vec::new();
         assert_eq!(
             peer.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0),
@@ -343,7 +508,8 @@ mod tests {
 
     #[test]
     fn close_ends_the_connection_for_the_peer() {
-        let (channel, rx, port) = loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let (channel, _incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
         channel.send_vec(b"last".to_vec()).expect("send");
@@ -355,7 +521,7 @@ mod tests {
 
     #[test]
     fn connection_from_another_group_is_rejected_unread() {
-        let (channel, rx, port) =
+        let (channel, _incoming, rx, port) =
             verified_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME, true);
         // The connecting socket is this test process's; expect some other group.
         channel.expect_peer(ProcessId::from(u32::MAX - 1));
@@ -374,6 +540,52 @@ mod tests {
         channel.expect_peer(ProcessId::from(unsafe { libc::getpgrp() } as u32));
         let _peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         assert_eq!(next(&rx), Event::Accepted);
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_decoded_whole() {
+        let mut wire = Vec::new();
+        let frames: Vec<Vec<u8>> = vec![b"one".to_vec(), Vec::new(), vec![7; 1000], b"x".to_vec()];
+        for frame in &frames {
+            wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            wire.extend_from_slice(frame);
+        }
+        for split in 1..wire.len() {
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut events = Vec::new();
+            decoder.feed(&wire[..split], &mut events);
+            decoder.feed(&wire[split..], &mut events);
+            assert_eq!(decoder.awaiting(), 0);
+            decoder.finish(&mut events);
+            let expected: Vec<Event> = frames
+                .iter()
+                .cloned()
+                .map(Event::Frame)
+                .chain([Event::Closed(Failure::Eof)])
+                .collect();
+            assert_eq!(events, expected, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn awaiting_counts_what_the_frame_still_misses() {
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut events = Vec::new();
+        decoder.feed(&[0, 0], &mut events);
+        assert_eq!(decoder.awaiting(), 2);
+        decoder.feed(&[4, 0, b'a'], &mut events);
+        assert_eq!(decoder.awaiting(), 1024 - 1);
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn nothing_after_a_frame_too_large_is_decoded() {
+        let mut decoder = FrameDecoder::new(3);
+        let mut events = Vec::new();
+        decoder.feed(&[0, 0, 0, 4, 1, 2, 3, 4, 0, 0, 0, 1, 9], &mut events);
+        decoder.finish(&mut events);
+        assert_eq!(events, [Event::Closed(Failure::FrameTooLarge(4))]);
+        assert_eq!(decoder.awaiting(), 0);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::resource::ChannelResource;
 use crate::sink::{encode_event, errno_atom, ProcessSink};
 use rpeer_core::channel::Outgoing;
 use rpeer_core::event::Event;
+use rpeer_core::incoming::Incoming;
 use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
 use rpeer_core::{stdio, sys, tcp};
 use rustler::env::{OwnedEnv, SavedTerm};
@@ -115,7 +116,10 @@ fn listen<'a>(
         dead_link: (dead_link > 0).then(|| Duration::from_millis(dead_link)),
     };
     match tcp::start(listener, limits, verify, sink) {
-        Ok(channel) => Ok((atoms::ok(), owned_resource(env, channel, None), bound).encode(env)),
+        Ok((channel, connection)) => {
+            let resource = owned_resource(env, channel, Some(connection));
+            Ok((atoms::ok(), resource, bound).encode(env))
+        }
         Err(e) => Ok(io_error(env, &e)),
     }
 }
@@ -192,57 +196,60 @@ fn os_pid(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
     }
 }
 
-/// The descriptor of a spawned program's stdout, for the owner to open a port on, or
-/// `undefined` (no pipes, a tcp channel, or released).
+/// The descriptor of the channel's incoming stream (a spawned program's stdout, or the
+/// tcp connection once accepted), for the owner to open a port on, or `undefined` (no
+/// such stream, not yet there, or released).
 #[rustler::nif]
-fn stdout_fd(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
-    match channel.stdout.as_ref().and_then(stdio::Stdout::raw_fd) {
+fn incoming_fd(env: Env, channel: ResourceArc<ChannelResource>) -> Term {
+    match channel.incoming.as_ref().and_then(Incoming::raw_fd) {
         Some(fd) => fd.encode(env),
         None => atoms::undefined().encode(env),
     }
 }
 
-/// Decodes what the port read from the program's stdout (at most the port's 64 KiB read,
-/// a few microseconds), or `eof`: `{Events, Next}`, the `{frame, Payload}` and
-/// `{console, Text}` events it completes in stream order, and `thread` when a large
-/// frame is coming whose rest `read_stdout/1` reads faster, else `port`.
+/// Decodes what the port read from the incoming stream (at most the port's 64 KiB read,
+/// a few microseconds), or `eof`: `{Events, Next}`, the events it completes in stream
+/// order (`{frame, Payload}`, a program's `{console, Text}`, the connection's
+/// `{closed, Reason}`), and `thread` when a large frame is coming whose rest
+/// `read_incoming/1` reads faster, else `port`.
 #[rustler::nif]
-fn decode_stdout<'a>(
+fn decode_incoming<'a>(
     env: Env<'a>,
     channel: ResourceArc<ChannelResource>,
     input: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
+    let incoming = channel.incoming.as_ref().ok_or(Error::BadArg)?;
     let mut events = Vec::new();
     let large_frame_next = if let Ok(bytes) = input.decode::<Binary>() {
-        stdout.decode(bytes.as_slice(), &mut events)
+        incoming.decode(bytes.as_slice(), &mut events)
     } else if input == atoms::eof().to_term(env) {
-        stdout.finish(&mut events);
+        incoming.finish(&mut events);
         false
     } else {
         return Err(Error::BadArg);
     };
-    Ok(stdout_events(env, events, large_frame_next))
+    Ok(incoming_events(env, events, large_frame_next))
 }
 
-/// Reads the large frame being received from the program's stdout (its port closed) as
-/// far as the pipe holds it now, at most 512 KiB: `{Events, Next}` as decode_stdout/2.
-/// With `thread`, the channel's reader thread reads on until the frame is in; its events
-/// come as the channel's: frames and console text, then `resume` (read it through a port
-/// again).
+/// Reads the large frame being received from the incoming stream (its port closed) as
+/// far as the stream holds it now, at most 512 KiB: `{Events, Next}` as
+/// decode_incoming/2. With `thread`, the channel's thread reads on until the frame is in;
+/// its events come as the channel's: frames (and console text), then `resume` (read it
+/// through a port again).
 #[rustler::nif]
-fn read_stdout(env: Env, channel: ResourceArc<ChannelResource>) -> NifResult<Term> {
-    let stdout = channel.stdout.as_ref().ok_or(Error::BadArg)?;
+fn read_incoming(env: Env, channel: ResourceArc<ChannelResource>) -> NifResult<Term> {
+    let incoming = channel.incoming.as_ref().ok_or(Error::BadArg)?;
     let mut events = Vec::new();
-    let large_frame_next = stdout.read_now(&mut events);
+    let large_frame_next = incoming.read_now(&mut events);
     if large_frame_next {
-        stdout.read_on_thread();
+        incoming.read_on_thread();
     }
-    Ok(stdout_events(env, events, large_frame_next))
+    Ok(incoming_events(env, events, large_frame_next))
 }
 
-/// `{Events, thread | port}`: what a stdout read completed, and who reads on.
-fn stdout_events(env: Env, events: Vec<Event>, large_frame_next: bool) -> Term {
+/// `{Events, thread | port}`: what a read of the incoming stream completed, and who
+/// reads on.
+fn incoming_events(env: Env, events: Vec<Event>, large_frame_next: bool) -> Term {
     let terms: Vec<Term> = events
         .into_iter()
         .map(|event| encode_event(env, event))
@@ -255,18 +262,18 @@ fn stdout_events(env: Env, events: Vec<Event>, large_frame_next: bool) -> Term {
     (terms, next).encode(env)
 }
 
-/// Bytes read from the program's stdout so far (by the port or the channel's thread).
+/// Bytes read from the incoming stream so far (by the port or the channel's thread).
 #[rustler::nif]
-fn stdout_read_bytes(channel: ResourceArc<ChannelResource>) -> u64 {
-    channel.stdout.as_ref().map_or(0, stdio::Stdout::read_bytes)
+fn incoming_read_bytes(channel: ResourceArc<ChannelResource>) -> u64 {
+    channel.incoming.as_ref().map_or(0, Incoming::read_bytes)
 }
 
-/// Closes the origin's end of the program's stdout; call once the port reading it is
+/// Closes the origin's end of the incoming stream; call once the port reading it is
 /// closed.
 #[rustler::nif]
-fn release_stdout(channel: ResourceArc<ChannelResource>) -> Atom {
-    if let Some(stdout) = &channel.stdout {
-        stdout.release();
+fn release_incoming(channel: ResourceArc<ChannelResource>) -> Atom {
+    if let Some(incoming) = &channel.incoming {
+        incoming.release();
     }
     atoms::ok()
 }
@@ -310,9 +317,9 @@ impl Outgoing for KeptBinary {
 fn owned_resource(
     env: Env,
     channel: rpeer_core::channel::Channel,
-    stdout: Option<stdio::Stdout>,
+    incoming: Option<Incoming>,
 ) -> ResourceArc<ChannelResource> {
-    let resource = ResourceArc::new(ChannelResource { channel, stdout });
+    let resource = ResourceArc::new(ChannelResource { channel, incoming });
     // A failed monitor means the owner is already dead: abort at once.
     if env.monitor(&resource, &env.pid()).is_none() {
         resource.channel.abort();

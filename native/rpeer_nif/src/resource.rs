@@ -1,16 +1,17 @@
 //! The channel resource held by the owning Erlang process.
 
 use rpeer_core::channel::Channel;
-use rpeer_core::stdio::Stdout;
+use rpeer_core::incoming::Incoming;
 use rustler::{Env, LocalPid, Monitor, Resource};
 
 /// One peer channel (standard_io, tcp, or the exit status of a detached program), and
-/// the stdout of the program it spawned with pipes, which the owner reads through a port.
+/// the stream from the peer that the owner reads through a port: the stdout of the
+/// program it spawned with pipes, or the tcp connection.
 /// The owner is monitored: when it dies the channel is aborted, which closes the peer's
 /// stdin or socket. Dropping the resource aborts it too.
 pub struct ChannelResource {
     pub channel: Channel,
-    pub stdout: Option<Stdout>,
+    pub incoming: Option<Incoming>,
 }
 
 #[rustler::resource_impl]

@@ -70,8 +70,6 @@ impl ProcessSink {
 }
 
 impl Sink for ProcessSink {
-    type Payload = OwnedBinary;
-
     fn deliver(&mut self, event: Event) -> bool {
         match (self.shape, event) {
             (Shape::Tagged, event) => {
@@ -85,22 +83,6 @@ impl Sink for ProcessSink {
             }
             // Nothing else happens on the peer side's channel.
             (Shape::Socket, _) => true,
-        }
-    }
-
-    fn payload(&mut self, len: usize) -> Option<OwnedBinary> {
-        OwnedBinary::new(len)
-    }
-
-    fn deliver_payload(&mut self, payload: OwnedBinary) -> bool {
-        match self.shape {
-            Shape::Tagged => self.send(|env, tag| {
-                let frame = (atoms::frame(), payload.release(env));
-                (atoms::rpeer(), tag, frame).encode(env)
-            }),
-            Shape::Socket => {
-                self.send(|env, tag| (atoms::tcp(), tag, payload.release(env)).encode(env))
-            }
         }
     }
 }

@@ -1,0 +1,376 @@
+//! A stream from the peer that the owner reads through an Erlang port: the stdout of a
+//! spawned program (frames and console text), or the tcp connection (length-prefixed
+//! frames).
+//!
+//! The owner opens `open_port({fd, Fd, Fd}, [in, binary, eof])` on [`Incoming::raw_fd`]
+//! and decodes what the port delivers with [`Incoming::decode`]. A port's descriptor is
+//! always selected, so the VM moves it into the scheduler's own pollset: a reply wakes
+//! one thread, not a channel thread and then a scheduler. A port reads 64 KiB at a time,
+//! a message each: when a large frame is coming, the owner closes the port, reads what
+//! the stream holds already ([`Incoming::read_now`]) and has the channel's thread read
+//! the frame's rest in big reads ([`Incoming::read_on_thread`]); the thread hands the
+//! stream back (`Resume`) once the frame is in.
+//!
+//! A closed port leaves its descriptor *blocking* (ERTS resets O_NONBLOCK when an fd
+//! port stops, and the flag belongs to every duplicate of the descriptor): every read
+//! here first makes its duplicate non-blocking again.
+
+use crate::event::Event;
+use crate::sys::{self, Interest, Ready};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes a read on the owner's behalf takes at a time.
+pub const READ_BUFFER: usize = 256 * 1024;
+
+/// The rest of a frame from which reading it on a thread pays (raw bytes): well over
+/// one port read (64 KiB), so that small frames never leave the port.
+pub const THREAD_READ_FROM: usize = 256 * 1024;
+
+/// Raw bytes the owner reads itself when a large frame begins (see [`Incoming::read_now`]):
+/// half of what a full pipe holds, read and decoded in ~200 us (the call stays well under
+/// a millisecond also on a busy machine).
+const READ_NOW_MAX: usize = 512 * 1024;
+
+/// How long a dropped [`Incoming`] keeps its descriptor open when the owner never said
+/// that the port reading it is closed: a port closes when its owner dies, maybe just
+/// after the owner's resources are dropped, and must not find its descriptor reused.
+const PORT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Turns the bytes of a stream into events.
+pub trait StreamDecoder: Send {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>);
+    /// The stream ended.
+    fn finish(&mut self, out: &mut Vec<Event>);
+    /// Raw bytes still missing from the frame being received (0 between frames).
+    fn awaiting(&self) -> usize;
+}
+
+/// The origin's end of a stream from the peer, read by the owner, and its decoder.
+pub struct Incoming {
+    shared: Arc<Shared>,
+}
+
+/// What the owner and the channel's thread share of the stream.
+struct Shared {
+    /// `None` before the stream is there (a tcp connection not yet accepted) and once
+    /// released (the owner closed the port that read it).
+    fd: Mutex<Option<OwnedFd>>,
+    released: AtomicBool,
+    decoding: Mutex<Box<dyn StreamDecoder>>,
+    /// The owner asked the channel's thread to read a large frame; cleared by the thread
+    /// before it hands the stream back.
+    requested: AtomicBool,
+    /// Tells the channel's thread that `requested` (or `fd`) changed.
+    wake: sys::Waker,
+    /// Bytes read from the stream so far, by the owner's port or the thread.
+    read_bytes: AtomicU64,
+    /// The buffer of [`Incoming::read_now`].
+    read_now_buf: Mutex<Vec<u8>>,
+}
+
+impl Incoming {
+    /// A stream not there yet: [`Incoming::open`] gives it its descriptor.
+    pub fn new(decoder: Box<dyn StreamDecoder>) -> io::Result<Self> {
+        Ok(Incoming {
+            shared: Arc::new(Shared {
+                fd: Mutex::new(None),
+                released: AtomicBool::new(false),
+                decoding: Mutex::new(decoder),
+                requested: AtomicBool::new(false),
+                wake: sys::Waker::new()?,
+                read_bytes: AtomicU64::new(0),
+                read_now_buf: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The stream is there (unless released meanwhile, when `fd` is closed).
+    pub fn open(&self, fd: OwnedFd) -> io::Result<()> {
+        self.shared.open(fd)
+    }
+
+    /// The descriptor to read, once there and until released.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.shared.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Decodes bytes read from the descriptor into events. Returns whether a large frame
+    /// is coming, whose rest is faster read on the channel's thread.
+    pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
+        self.shared.decode(bytes, out) >= THREAD_READ_FROM
+    }
+
+    /// Bytes read from the stream so far: whether it is still written to.
+    pub fn read_bytes(&self) -> u64 {
+        self.shared.read_bytes.load(Ordering::Acquire)
+    }
+
+    /// The stream ended: the decoder says what that means (held-back console text, the
+    /// end of a connection).
+    pub fn finish(&self, out: &mut Vec<Event>) {
+        self.shared.decoding.lock().finish(out);
+    }
+
+    /// Reads the frame being received as far as the stream holds it now, without
+    /// waiting (at most [`READ_NOW_MAX`] bytes): a large frame's start is there already
+    /// when the owner sees the frame begin, and reading it here spares waiting for the
+    /// channel's thread to wake up. Returns whether a large frame is still coming, whose
+    /// rest [`Incoming::read_on_thread`] reads; else (also at the end of the stream, or on
+    /// an error, which a port then sees) a port can read on. Call only while nothing else
+    /// reads the stream.
+    pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
+        let Some(Stream { mut file, .. }) = self.shared.duplicate() else {
+            return false;
+        };
+        let mut buf = self.shared.read_now_buf.lock();
+        buf.resize(READ_BUFFER, 0);
+        let (mut read, mut missing) = (0, self.shared.decoding.lock().awaiting());
+        while read < READ_NOW_MAX {
+            match file.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    read += n;
+                    missing = self.shared.decode(&buf[..n], out);
+                    if missing == 0 {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+        missing >= THREAD_READ_FROM
+    }
+
+    /// Has the channel's thread read the stream until a read ends with no frame
+    /// unfinished, delivering its events, then `Resume` (also at the end of the stream,
+    /// which the owner's port then sees). Call only while nothing else reads it.
+    pub fn read_on_thread(&self) {
+        self.shared.requested.store(true, Ordering::Release);
+        self.shared.wake.wake();
+    }
+
+    /// Closes the descriptor; call once nothing polls it any more. The channel's thread
+    /// stops reading its own duplicate.
+    pub fn release(&self) {
+        drop(self.shared.stop_reading());
+    }
+
+    /// The channel thread's side of the stream.
+    pub(crate) fn thread_side(&self) -> ThreadRead {
+        ThreadRead {
+            shared: Arc::clone(&self.shared),
+            stream: None,
+        }
+    }
+}
+
+impl Shared {
+    fn open(&self, fd: OwnedFd) -> io::Result<()> {
+        // The port reads it when polled; a read must never block a scheduler.
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        let mut slot = self.fd.lock();
+        if !self.released.load(Ordering::Acquire) {
+            *slot = Some(fd);
+        }
+        Ok(())
+    }
+
+    /// A duplicate of the descriptor (once there and until released), non-blocking: a
+    /// closed port leaves it blocking, and neither the owner's read nor the thread's
+    /// after a poll may wait for more.
+    fn duplicate(&self) -> Option<Stream> {
+        let fd = self.fd.lock().as_ref().map(OwnedFd::try_clone)?;
+        fd.and_then(Stream::new).ok()
+    }
+
+    /// Takes the descriptor away and stops the channel's thread from reading it.
+    fn stop_reading(&self) -> Option<OwnedFd> {
+        let fd = {
+            let mut slot = self.fd.lock();
+            self.released.store(true, Ordering::Release);
+            slot.take()
+        };
+        self.requested.store(false, Ordering::Release);
+        self.wake.wake();
+        fd
+    }
+
+    /// Decodes bytes read from the stream, by the port or the thread; returns the raw
+    /// bytes still missing from the frame being received.
+    fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+        self.read_bytes
+            .fetch_add(bytes.len() as u64, Ordering::AcqRel);
+        let mut decoding = self.decoding.lock();
+        decoding.feed(bytes, out);
+        decoding.awaiting()
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(fd) = self.shared.stop_reading() {
+            // Not released: a port may still have it selected, so it is closed later.
+            let fd = Arc::new(fd);
+            let closing = Arc::clone(&fd);
+            let parked = std::thread::Builder::new()
+                .name("rpeer-port-close".into())
+                .spawn(move || {
+                    std::thread::sleep(PORT_CLOSE_GRACE);
+                    drop(closing);
+                });
+            if parked.is_err() {
+                // No thread: leave the descriptor open rather than risk its reuse.
+                std::mem::forget(fd);
+            }
+        }
+    }
+}
+
+/// A non-blocking stream a channel thread reads.
+pub(crate) struct Stream {
+    pub(crate) file: File,
+    pub(crate) open: bool,
+}
+
+impl Stream {
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Stream {
+            file: File::from(fd),
+            open: true,
+        })
+    }
+
+    /// Reads what is there into `buf`; an empty slice once the stream has ended.
+    pub(crate) fn read<'b>(&mut self, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        match self.file.read(buf) {
+            Ok(0) => {
+                self.open = false;
+                Some(&[])
+            }
+            Ok(n) => Some(&buf[..n]),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                None
+            }
+            Err(_) => {
+                self.open = false;
+                Some(&[])
+            }
+        }
+    }
+}
+
+/// The reading a channel thread does for the owner of an [`Incoming`]: large frames,
+/// when asked. The thread polls [`ThreadRead::poll_fds`] with its own descriptors.
+pub(crate) struct ThreadRead {
+    shared: Arc<Shared>,
+    /// The thread's duplicate of the descriptor while it reads a large frame.
+    stream: Option<Stream>,
+}
+
+impl ThreadRead {
+    /// The stream is there (see [`Incoming::open`]).
+    pub(crate) fn open(&self, fd: OwnedFd) -> io::Result<()> {
+        self.shared.open(fd)
+    }
+
+    /// Whether the owner released the stream (or is gone): nothing more to read.
+    pub(crate) fn is_released(&self) -> bool {
+        self.shared.released.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread is reading the stream now.
+    pub(crate) fn is_reading(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Adds what to poll: the stream while reading it, then the owner's wake-up.
+    pub(crate) fn poll_fds(&self, fds: &mut Vec<(RawFd, Interest)>) {
+        if let Some(stream) = &self.stream {
+            fds.push((stream.file.as_raw_fd(), Interest::Read));
+        }
+        fds.push((self.shared.wake.fd(), Interest::Read));
+    }
+
+    /// Handles the poll results of [`ThreadRead::poll_fds`]'s descriptors (taken from
+    /// `ready` in the same order), then takes a new request of the owner's.
+    pub(crate) fn on_poll(
+        &mut self,
+        ready: &mut impl Iterator<Item = Ready>,
+        buf: &mut [u8],
+        deliver: &mut impl FnMut(Event),
+    ) {
+        if self.stream.is_some() && ready.next().is_some_and(|r| r.readable) {
+            self.read(buf, deliver);
+        }
+        if ready.next().is_some_and(|r| r.readable) {
+            self.shared.wake.clear();
+        }
+        self.take_request(deliver);
+    }
+
+    /// The owner asked for a large frame to be read here (or released the stream).
+    pub(crate) fn take_request(&mut self, deliver: &mut impl FnMut(Event)) {
+        let requested = self.shared.requested.load(Ordering::Acquire);
+        if requested && self.stream.is_none() {
+            match self.shared.duplicate() {
+                Some(stream) => self.stream = Some(stream),
+                // Released meanwhile, or no descriptor left: the owner reads on.
+                None => self.hand_back(deliver),
+            }
+        } else if !requested {
+            self.stream = None;
+        }
+    }
+
+    /// Reads for the owner; hands the stream back once a read ends with no frame
+    /// unfinished, or at its end (which the owner's port then sees).
+    fn read(&mut self, buf: &mut [u8], deliver: &mut impl FnMut(Event)) {
+        let Some(stream) = &mut self.stream else {
+            return;
+        };
+        let Some(bytes) = stream.read(buf) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let frame_unfinished = !bytes.is_empty() && self.shared.decode(bytes, &mut events) > 0;
+        if !frame_unfinished {
+            // Closed before the owner reads the stream again.
+            self.stream = None;
+        }
+        events.into_iter().for_each(&mut *deliver);
+        if !frame_unfinished {
+            self.hand_back(deliver);
+        }
+    }
+
+    fn hand_back(&mut self, deliver: &mut impl FnMut(Event)) {
+        self.shared.requested.store(false, Ordering::Release);
+        deliver(Event::Resume);
+    }
+
+    /// Reads large frames for the owner whenever asked, until it releases the stream (or
+    /// is gone).
+    pub(crate) fn serve(&mut self, buf: &mut [u8], deliver: &mut impl FnMut(Event)) {
+        self.take_request(deliver);
+        while !self.is_released() {
+            let mut fds = Vec::with_capacity(2);
+            self.poll_fds(&mut fds);
+            let Ok(ready) = sys::poll(&fds, None) else {
+                return;
+            };
+            self.on_poll(&mut ready.into_iter(), buf, deliver);
+        }
+    }
+}
