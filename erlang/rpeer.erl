@@ -13,10 +13,10 @@
 %% Channel - rpeer's alternative connection, owned by the Rust NIF (`rpeer_nif'):
 %%  one abstraction for standard_io and tcp. It spawns the peer's OS process, encodes
 %%  and writes frames on its own threads, and delivers what comes back as messages.
-%%  The peer's stdout is the exception: the controller reads it through a port, as
-%%  peer does (the VM polls the descriptor, so a reply wakes the controller directly),
-%%  and the NIF decodes what the port delivers; the rest of a large frame is read on a
-%%  thread of the NIF.
+%%  What comes back is the exception (the peer's stdout, the tcp connection): the
+%%  controller reads it through a port, as peer reads its standard_io (the VM polls the
+%%  descriptor, so a reply wakes the controller directly), and the NIF decodes what the
+%%  port delivers; the rest of a large frame is read on a thread of the NIF.
 %%
 %% == Protocol ==
 %% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
@@ -448,8 +448,7 @@ handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
 handle_info({rpeer, Tag, Event}, State) ->
     outcome(event(source(Tag, State), Event, State));
 
-%% the port reading an incoming stream (see incoming_message/3), or its exit (a read
-%%  error, e.g. econnreset on the tcp connection)
+%% the port reading an incoming stream (see incoming_message/3), or its exit
 handle_info({Port, _} = Message, State) when is_port(Port) ->
     outcome(incoming_message(port_source(Port, State), Message, State));
 handle_info({'EXIT', Port, _Reason}, State) when is_port(Port) ->

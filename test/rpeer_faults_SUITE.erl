@@ -15,6 +15,7 @@
 -export([
     standard_io_peer_exits_mid_frame/0, standard_io_peer_exits_mid_frame/1,
     tcp_peer_closes_mid_frame/0, tcp_peer_closes_mid_frame/1,
+    tcp_connection_reset_is_tcp_closed/0, tcp_connection_reset_is_tcp_closed/1,
     corrupt_tcp_frame_is_ignored/0, corrupt_tcp_frame_is_ignored/1,
     rounds_of_concurrent_tcp_peers/0, rounds_of_concurrent_tcp_peers/1,
     self_detaching_peer_still_boots/0, self_detaching_peer_still_boots/1,
@@ -26,13 +27,15 @@
 ]).
 
 %% Run on the peers.
--export([write_half_frame_and_halt/0, send_raw/1, send_raw/2, write_and_halt/1]).
+-export([write_half_frame_and_halt/0, send_raw/1, send_raw/2, write_and_halt/1,
+         reset_connection/0]).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
     [standard_io_peer_exits_mid_frame, tcp_peer_closes_mid_frame,
+     tcp_connection_reset_is_tcp_closed,
      corrupt_tcp_frame_is_ignored, rounds_of_concurrent_tcp_peers,
      self_detaching_peer_still_boots, address_in_use_is_a_clear_error,
      output_written_before_exit_comes_first, exit_reported_while_a_child_holds_stdout,
@@ -89,6 +92,24 @@ tcp_peer_closes_mid_frame(Config) when is_list(Config) ->
     ok = rpeer:cast(Peer, ?MODULE, send_raw, [[<<1000:32>>, <<"only a part">>]]),
     ?assertEqual(tcp_closed, wait_down(Peer)),
     rpeer:stop(Peer).
+
+tcp_connection_reset_is_tcp_closed() ->
+    [{doc, "A tcp peer that resets its control connection (closed with linger 0): the "
+      "peer is {down, tcp_closed} (the origin's port on the socket never reports a "
+      "reset; rpeer's channel thread does)"}].
+
+tcp_connection_reset_is_tcp_closed(Config) when is_list(Config) ->
+    {ok, Peer, _} = rpeer:start_link(#{connection => 0, peer_down => continue}),
+    with_test_code(Peer),
+    ok = rpeer:cast(Peer, ?MODULE, reset_connection, []),
+    ?assertEqual(tcp_closed, wait_down(Peer)),
+    rpeer:stop(Peer).
+
+%% Runs on a tcp peer: resets its control connection.
+reset_connection() ->
+    [Socket] = [P || P <- erlang:ports(), erlang:port_info(P, name) =:= {name, "tcp_inet"}],
+    ok = inet:setopts(Socket, [{linger, {true, 0}}]),
+    gen_tcp:close(Socket).
 
 corrupt_tcp_frame_is_ignored() ->
     [{doc, "A tcp frame whose payload is not a valid term is logged and ignored: the "
