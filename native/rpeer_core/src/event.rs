@@ -16,8 +16,9 @@ pub const DEFAULT_WINDOW: usize = 64;
 pub enum Event {
     /// A control frame's payload (an external term format binary).
     Frame(Vec<u8>),
-    /// Console text the peer wrote to its stdout, as valid UTF-8 (from
-    /// [`crate::stdio::Stdout::decode`]; no channel thread reads the origin's stdout).
+    /// Console text the peer wrote to its stdout, as valid UTF-8 (decoded from the
+    /// stdout's [`crate::incoming::Incoming`] stream, by the owner or, for a large frame,
+    /// the channel's thread).
     Console(Vec<u8>),
     /// Text the peer wrote to its stderr, as valid UTF-8.
     Stderr(Vec<u8>),
@@ -34,12 +35,14 @@ pub enum Event {
     AcceptFailed(Failure),
     /// A connection that is not the peer's was closed unread (its remote address).
     Rejected(String),
-    /// The tcp connection ended; nothing follows.
+    /// The tcp connection ended (decoded from its end of file or an oversized frame by
+    /// [`crate::incoming::Incoming`], or a failure the channel's thread saw); a second
+    /// one may follow (the thread's hang-up after the end of file).
     Closed(Failure),
     /// The channel's thread failed (a bug in rpeer: a panic); nothing follows.
     Failed(String),
-    /// The thread reading a large frame from a spawned program's stdout is done: the
-    /// owner reads the stream again (see [`crate::stdio::Stdout::read_on_thread`]).
+    /// The thread reading a large frame from an incoming stream is done: the owner reads
+    /// the stream again (see [`crate::incoming::Incoming::read_on_thread`]).
     Resume,
 }
 
