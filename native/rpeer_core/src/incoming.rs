@@ -49,6 +49,23 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self, out: &mut Vec<Event>);
     /// Raw bytes still missing from the frame being received (0 between frames).
     fn awaiting(&self) -> usize;
+
+    /// The payload being received and its full length, when the stream's next bytes
+    /// are that payload's as they are (tcp): a reader fills it directly, then feeds
+    /// nothing to have the decoder see it complete. `None` by default.
+    fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        None
+    }
+}
+
+/// What one read of the stream did.
+enum ReadOutcome {
+    /// Nothing there now.
+    Nothing,
+    /// The stream ended (or failed, which a port then sees).
+    Ended,
+    /// Bytes were read and decoded; the raw bytes the frame being received still misses.
+    Decoded { missing: usize },
 }
 
 /// The origin's end of a stream from the peer, read by the owner, and its decoder.
@@ -125,25 +142,22 @@ impl Incoming {
     /// an error, which a port then sees) a port can read on. Call only while nothing else
     /// reads the stream.
     pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
-        let Some(Stream { mut file, .. }) = self.shared.duplicate() else {
+        let Some(mut stream) = self.shared.duplicate() else {
             return false;
         };
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
-        let (mut read, mut missing) = (0, self.shared.decoding.lock().awaiting());
-        while read < READ_NOW_MAX {
-            match file.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    read += n;
-                    missing = self.shared.decode(&buf[..n], out);
-                    if missing == 0 {
-                        return false;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return false,
+        let start = self.read_bytes();
+        let mut missing = self.shared.decoding.lock().awaiting();
+        loop {
+            let left = READ_NOW_MAX.saturating_sub((self.read_bytes() - start) as usize);
+            if left == 0 {
+                break;
+            }
+            match self.shared.read_some(&mut stream, &mut buf, left, out) {
+                ReadOutcome::Nothing => break,
+                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0 } => return false,
+                ReadOutcome::Decoded { missing: now } => missing = now,
             }
         }
         missing >= THREAD_READ_FROM
@@ -201,6 +215,52 @@ impl Shared {
         self.requested.store(false, Ordering::Release);
         self.wake.wake();
         fd
+    }
+
+    /// Reads at most `max` bytes and decodes them: straight into the payload being
+    /// received where the decoder allows (no copy out of `buf`), else through `buf`.
+    fn read_some(
+        &self,
+        stream: &mut Stream,
+        buf: &mut [u8],
+        max: usize,
+        out: &mut Vec<Event>,
+    ) -> ReadOutcome {
+        let mut decoding = self.decoding.lock();
+        if let Some((payload, len)) = decoding.payload_in_progress() {
+            let rest = len - payload.len();
+            let spare = &mut payload.spare_capacity_mut()[..rest];
+            let want = spare.len().min(max);
+            // SAFETY: read(2) writes at most `want` bytes into the vector's spare
+            // capacity (uninitialised memory it owns, at least `want` long); only the
+            // count read(2) reports is then taken as initialised.
+            let n = unsafe { libc::read(stream.file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+            return match n {
+                n if n > 0 => {
+                    // SAFETY: read(2) initialised these `n` bytes, within the capacity.
+                    unsafe { payload.set_len(payload.len() + n as usize) };
+                    self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
+                    decoding.feed(&[], out);
+                    ReadOutcome::Decoded {
+                        missing: decoding.awaiting(),
+                    }
+                }
+                0 => ReadOutcome::Ended,
+                _ => match io::Error::last_os_error().kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => ReadOutcome::Nothing,
+                    _ => ReadOutcome::Ended,
+                },
+            };
+        }
+        drop(decoding);
+        let limit = buf.len().min(max);
+        match stream.read(&mut buf[..limit]) {
+            None => ReadOutcome::Nothing,
+            Some([]) => ReadOutcome::Ended,
+            Some(bytes) => ReadOutcome::Decoded {
+                missing: self.decode(bytes, out),
+            },
+        }
     }
 
     /// Decodes bytes read from the stream, by the port or the thread; returns the raw
@@ -340,11 +400,12 @@ impl ThreadRead {
         let Some(stream) = &mut self.stream else {
             return;
         };
-        let Some(bytes) = stream.read(buf) else {
-            return;
-        };
         let mut events = Vec::new();
-        let frame_unfinished = !bytes.is_empty() && self.shared.decode(bytes, &mut events) > 0;
+        let frame_unfinished = match self.shared.read_some(stream, buf, usize::MAX, &mut events) {
+            ReadOutcome::Nothing => return,
+            ReadOutcome::Ended => false,
+            ReadOutcome::Decoded { missing } => missing > 0,
+        };
         if !frame_unfinished {
             // Closed before the owner reads the stream again.
             self.stream = None;

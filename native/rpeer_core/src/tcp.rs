@@ -247,17 +247,21 @@ impl FrameDecoder {
 
 impl StreamDecoder for FrameDecoder {
     fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) {
-        while !bytes.is_empty() && !self.too_large {
+        loop {
             if let Some((payload, len)) = &mut self.payload {
+                // Also with no bytes: the payload may have been filled directly.
                 let take = (*len - payload.len()).min(bytes.len());
                 payload.extend_from_slice(&bytes[..take]);
                 bytes = &bytes[take..];
-                if payload.len() == *len {
-                    if let Some((payload, _)) = self.payload.take() {
-                        out.push(Event::Frame(payload));
-                    }
+                if payload.len() < *len {
+                    return;
                 }
-                continue;
+                if let Some((payload, _)) = self.payload.take() {
+                    out.push(Event::Frame(payload));
+                }
+            }
+            if bytes.is_empty() || self.too_large {
+                return;
             }
             let take = (HEADER_LEN - self.header_len).min(bytes.len());
             self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
@@ -291,6 +295,10 @@ impl StreamDecoder for FrameDecoder {
             None if self.header_len > 0 => HEADER_LEN - self.header_len,
             None => 0,
         }
+    }
+
+    fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        self.payload.as_mut().map(|(payload, len)| (payload, *len))
     }
 }
 
@@ -576,6 +584,23 @@ mod tests {
         decoder.feed(&[4, 0, b'a'], &mut events);
         assert_eq!(decoder.awaiting(), 1024 - 1);
         assert!(events.is_empty());
+    }
+
+    #[test]
+    fn a_payload_filled_directly_completes_on_an_empty_feed() {
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut events = Vec::new();
+        decoder.feed(&[0, 0, 0, 5, b'a'], &mut events);
+        let (payload, len) = decoder.payload_in_progress().expect("payload");
+        assert_eq!(len, 5);
+        payload.extend_from_slice(b"bcd");
+        decoder.feed(&[], &mut events);
+        assert!(events.is_empty());
+        assert_eq!(decoder.awaiting(), 1);
+        decoder.payload_in_progress().expect("payload").0.push(b'e');
+        decoder.feed(&[], &mut events);
+        assert_eq!(events, [Event::Frame(b"abcde".to_vec())]);
+        assert!(decoder.payload_in_progress().is_none());
     }
 
     #[test]
