@@ -313,14 +313,16 @@ init([Notify, Options]) ->
             {Exec, Args} = command_line(Listen, Options),
             PostProcessArgs = maps:get(post_process_args, Options, fun (As) -> As end),
             FinalArgs = PostProcessArgs(Args),
-            Env = environment(maps:get(env, Options, [])),
+            UserEnv = maps:get(env, Options, []),
+            {Program, ScriptEnv} = launch_program(Exec, UserEnv, Options),
+            Env = environment(UserEnv ++ ScriptEnv),
             Detached = maps:get(detached, Options, false) =:= true,
             {SpawnTag, Mode} = case Options of
                                    #{connection := standard_io} -> {Tag, standard_io};
                                    _ when Detached -> {make_ref(), detached};
                                    _ -> {make_ref(), standard_io}
                                end,
-            case rpeer_nif:spawn(SpawnTag, native(Exec), [native(A) || A <- FinalArgs], Env, Mode) of
+            case rpeer_nif:spawn(SpawnTag, native(Program), [native(A) || A <- FinalArgs], Env, Mode) of
                 {ok, Spawned} ->
                     _ = Channel =/= undefined andalso verifies_peer(Options)
                         andalso rpeer_nif:expect_peer(Channel, Spawned),
@@ -1373,6 +1375,43 @@ path_dir([$" | Rest] = Dir) ->
     end;
 path_dir(Dir) ->
     Dir.
+
+%% The program launched for Exec, and the environment variables it needs on top. The
+%%  default `erl' of this installation is a shell script that sets four variables and
+%%  runs erlexec, forking five helpers on the way (dirname, basename, dyn_erl): ~4 ms of
+%%  every boot. rpeer runs erlexec with those variables itself, as the script sets them.
+%%  An exec option, another installation's erl, or ERL_ROOTDIR (which OTP's script
+%%  honours) launch Exec as it is.
+launch_program(Exec, UserEnv, Options) when not is_map_key(exec, Options) ->
+    Root = code:root_dir(),
+    BinDir = filename:join([Root, "erts-" ++ erlang:system_info(version), "bin"]),
+    Erlexec = filename:join(BinDir, "erlexec"),
+    %% The script is in both bin directories (the erts one comes first in the PATH the
+    %%  VM's erlexec set).
+    Script = (same_file(Exec, filename:join([Root, "bin", "erl"]))
+              orelse same_file(Exec, filename:join(BinDir, "erl")))
+        andalso is_executable(Erlexec)
+        andalso os:getenv("ERL_ROOTDIR") =:= false
+        andalso not lists:keymember("ERL_ROOTDIR", 1, UserEnv),
+    case Script of
+        true ->
+            {Erlexec, [{"ROOTDIR", Root}, {"BINDIR", BinDir}, {"EMU", "beam"},
+                       {"PROGNAME", filename:basename(Exec)}]};
+        false ->
+            {Exec, []}
+    end;
+launch_program(Exec, _UserEnv, _Options) ->
+    {Exec, []}.
+
+%% Whether two paths name the same file (through symbolic links).
+same_file(A, B) ->
+    case {prim_file:read_file_info(A), prim_file:read_file_info(B)} of
+        {{ok, #file_info{major_device = Dev, inode = Inode}},
+         {ok, #file_info{major_device = Dev, inode = Inode}}} ->
+            Inode =/= 0;
+        _ ->
+            false
+    end.
 
 %% os:find_executable's test: a regular file with any execute bit.
 is_executable(File) ->

@@ -49,6 +49,7 @@
     args_app_env/0, args_app_env/1,
     args_verbatim/0, args_verbatim/1,
     env_set/0, env_set/1,
+    default_exec_environment_is_erls/0, default_exec_environment_is_erls/1,
     env_unset/0, env_unset/1,
     name_atom/0, name_atom/1,
     host_localhost/0, host_localhost/1,
@@ -90,6 +91,7 @@ validation_cases() ->
 
 mode_cases() ->
     [exec_path, exec_sh_wrapper, args_app_env, args_verbatim, env_set, env_unset,
+     default_exec_environment_is_erls,
      name_atom, host_localhost, host_no_wait_boot, longnames, detached_false,
      post_process_args, post_process_args_input].   %% last two: rpeer-only
 
@@ -348,6 +350,22 @@ env_set(Config) when is_list(Config) ->
     {ok, Peer, Node} = ?START(Config, #{env => Env}),
     ?assertEqual("x", peer_call(Config, Peer, Node, os, getenv, ["RPEER_T"])),
     ?assertEqual("a b=c", peer_call(Config, Peer, Node, os, getenv, ["RPEER_T_SPACES"])),
+    rpeer:stop(Peer).
+
+default_exec_environment_is_erls() ->
+    [{doc, "Without exec, the peer gets the variables erl's script sets (rpeer runs "
+      "erlexec with them itself), over the env option as the script does"}].
+
+default_exec_environment_is_erls(Config) when is_list(Config) ->
+    Env = [{"ROOTDIR", "/nonexistent"}, {"PROGNAME", "bogus"}],
+    {ok, Peer, Node} = ?START(Config, #{env => Env}),
+    Root = code:root_dir(),
+    BinDir = filename:join([Root, "erts-" ++ erlang:system_info(version), "bin"]),
+    ?assertEqual([Root, BinDir, "beam", "erl"],
+                 [peer_call(Config, Peer, Node, os, getenv, [Var])
+                  || Var <- ["ROOTDIR", "BINDIR", "EMU", "PROGNAME"]]),
+    ?assertEqual({ok, [["erl"]]}, peer_call(Config, Peer, Node, init, get_argument, [progname])),
+    ?assertEqual(Root, peer_call(Config, Peer, Node, code, root_dir, [])),
     rpeer:stop(Peer).
 
 env_unset() ->
