@@ -109,13 +109,14 @@
           args => [string()],                 %% additional command line parameters to append
           post_process_args =>
               fun(([string()]) -> [string()]),%% rewrites the final argument list (e.g. for a wrapper)
-          peer_side => peer | rpeer,          %% how the peer node (OTP's peer module in both cases)
-                                              %%  codes the standard_io channel: `rpeer' with
-                                              %%  rpeer's Rust codec (rpeer_agent, 50-400x faster;
-                                              %%  rpeer's code path is added to the command line,
-                                              %%  so its files must be there: the default without
-                                              %%  exec) or `peer' with peer's own Erlang codec
-                                              %%  (nothing needed where the peer runs: the
+          peer_side => peer | rpeer,          %% how the peer node starts OTP's peer module:
+                                              %%  `rpeer' through rpeer_agent (standard_io coded by
+                                              %%  rpeer's Rust codec, 50-400x faster; tcp booting
+                                              %%  without user_sup's 100 ms wait; rpeer's code path
+                                              %%  is added to the command line, so its files must
+                                              %%  be there: the default without exec) or `peer'
+                                              %%  directly, standard_io with peer's own Erlang
+                                              %%  codec (nothing needed where the peer runs: the
                                               %%  default with exec)
           env => [{string(), string() | false}],  %% additional environment variables (false unsets)
           wait_boot => wait_boot(),           %% default is synchronous start with 15 sec timeout
@@ -977,7 +978,7 @@ verify_args(Options) ->
     case maps:find(peer_side, Options) of
         {ok, Side} when Side =/= peer, Side =/= rpeer ->
             error({peer_side, Side});
-        {ok, rpeer} when map_get(connection, Options) =:= standard_io ->
+        {ok, rpeer} when is_map_key(connection, Options) ->
             case agent_ebin() of
                 {ok, _} -> ok;
                 error -> error({peer_side, {rpeer, agent_not_installed}})
@@ -1231,7 +1232,7 @@ command_line(Listen, Options) ->
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
             {Ips, Port} ->
                 IpStr = lists:concat(lists:join(",", [inet:ntoa(Ip) || Ip <- Ips])),
-                DetachArgs ++ ["-noinput", "-user", "peer", "-origin", IpStr, integer_to_list(Port)]
+                DetachArgs ++ ["-noinput" | tcp_user(Options, IpStr, Port)]
         end,
     %% build command line
     {Exec, PreArgs} = exec(Options),
@@ -1247,6 +1248,15 @@ stdio_user(Options) ->
     case peer_side(Options) of
         {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:user_args()];
         peer -> ["-user", "peer"]
+    end.
+
+%% The peer side of a tcp connection: OTP's peer module, started directly or through
+%%  rpeer's agent, which spares the boot user_sup's 100 ms wait for peer's `user' (see
+%%  rpeer_agent); the same choice as for standard_io.
+tcp_user(Options, IpStr, Port) ->
+    case peer_side(Options) of
+        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:tcp_user_args(IpStr, Port)];
+        peer -> ["-user", "peer", "-origin", IpStr, integer_to_list(Port)]
     end.
 
 peer_side(#{peer_side := peer}) ->

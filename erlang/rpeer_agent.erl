@@ -19,10 +19,16 @@
 %%
 %% Any other connect that reaches this module while it is the default (nothing else
 %% runs that early in the boot) goes to the default module.
+%%
+%% A tcp peer on this host starts through this module too (`-user rpeer_agent -origin
+%% Ips Port', see tcp_user_args/2), for its boot only: peer's tcp channel is peer's own,
+%% but peer:start() returns before that channel connected and registered `user', and
+%% user_sup then sleeps 100 ms before it looks again, half of a tcp peer's boot. start/0
+%% waits for the registration itself instead.
 %% @end
 -module(rpeer_agent).
 
--export([start/0, user_args/0]).
+-export([start/0, user_args/0, tcp_user_args/2]).
 
 %% The error handler of start/0's call to peer:start().
 -export([undefined_function/3, undefined_lambda/3]).
@@ -34,6 +40,7 @@
 -define(STDIO_ADDRESS, {127, 0, 0, 1}).
 -define(STDIO_ADDRESS_STRING, "127.0.0.1").
 -define(STDIO_PORT, 0).
+-define(STDIO_PORT_STRING, "0").
 %% user_sup waits for `user' in steps of 100 ms: start/0 returns once it is there.
 -define(USER_WAIT_MS, 10000).
 %% gen_tcp's backend, set by inet_db from the kernel parameter inet_backend.
@@ -44,11 +51,29 @@
 -spec user_args() -> [string()].
 user_args() ->
     ["-user", atom_to_list(?MODULE),
-     "-origin", ?STDIO_ADDRESS_STRING, integer_to_list(?STDIO_PORT)].
+     "-origin", ?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING].
 
-%% @doc The `-user' entry point: peer's channel handler over the node's stdin/stdout.
+%% @doc The peer's command line arguments that start a tcp peer through the agent: peer's
+%% own tcp channel to `Ips' (comma-separated) and `Port', without user_sup's 100 ms wait.
+-spec tcp_user_args(string(), inet:port_number()) -> [string()].
+tcp_user_args(Ips, Port) when Port =/= ?STDIO_PORT ->
+    ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port)].
+
+%% @doc The `-user' entry point: peer's channel handler, over the node's stdin/stdout or
+%% (any other `-origin') over tcp.
 -spec start() -> pid().
 start() ->
+    case init:get_argument(origin) of
+        {ok, [[?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING]]} -> start_stdio();
+        _ -> start_tcp()
+    end.
+
+start_tcp() ->
+    Handler = peer_start(),
+    wait_registered(Handler, 1),
+    Handler.
+
+start_stdio() ->
     persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
     persistent_term:put({?MODULE, starter}, self()),
     ok = inet_db:set_tcp_module(?MODULE),
@@ -59,14 +84,18 @@ start() ->
             persistent_term:put({?MODULE, inet_backend}, Backend),
             persistent_term:put(?INET_BACKEND, inet)
     end,
-    ErrorHandler = process_flag(error_handler, ?MODULE),
-    Handler = try
-                  peer:start()
-              after
-                  process_flag(error_handler, ErrorHandler)
-              end,
+    Handler = peer_start(),
     wait_for_user(Handler),
     Handler.
+
+%% peer:start(), with this module as the error handler (see undefined_function/3).
+peer_start() ->
+    ErrorHandler = process_flag(error_handler, ?MODULE),
+    try
+        peer:start()
+    after
+        process_flag(error_handler, ErrorHandler)
+    end.
 
 %% user_sup sleeps 100 ms if `user' is not registered when start/0 returns: wait for the
 %%  handler's connect (connect/4 says so), after which it registers at once.
@@ -75,18 +104,24 @@ wait_for_user(Handler) ->
     receive
         {?MODULE, connected} ->
             demonitor(MRef, [flush]),
-            wait_registered(Handler);
+            wait_registered(Handler, yield);
         {'DOWN', MRef, process, Handler, _} ->
             ok
     after ?USER_WAIT_MS ->
             demonitor(MRef, [flush])
     end.
 
-wait_registered(Handler) ->
+%% Waits until `user' is registered, or the handler died (a tcp handler whose connect
+%%  failed halts the node): at once after the standard I/O connect, within a connect's
+%%  time on tcp, where the wait sleeps a millisecond at a time.
+wait_registered(Handler, Pause) ->
     case whereis(user) =:= undefined andalso is_process_alive(Handler) of
         true ->
-            erlang:yield(),
-            wait_registered(Handler);
+            case Pause of
+                yield -> erlang:yield();
+                Ms -> receive after Ms -> ok end
+            end,
+            wait_registered(Handler, Pause);
         false ->
             ok
     end.
@@ -95,13 +130,28 @@ wait_registered(Handler) ->
 %% The error handler while peer:start() runs. peer's tcp path splits the `-origin'
 %%  addresses with string:lexemes/2: loading `string' (and `unicode_util', which its scan
 %%  ends in) only for that would cost ~10 ms, a tenth of the boot, and nothing else in the
-%%  boot needs them. This one call, with the address user_args/0 put there, is answered
-%%  with its result; every other undefined function loads as usual.
+%%  boot needs them. This one call, with the addresses rpeer put there (ASCII), is
+%%  answered with its result; every other undefined function loads as usual.
 -spec undefined_function(module(), atom(), list()) -> term().
-undefined_function(string, lexemes, [?STDIO_ADDRESS_STRING, ","]) ->
-    [?STDIO_ADDRESS_STRING];
+undefined_function(string, lexemes, [Addresses, ","] = Args) ->
+    case is_ascii(Addresses) of
+        true -> [Address || Address <- split_commas(Addresses, []), Address =/= []];
+        false -> error_handler:undefined_function(string, lexemes, Args)
+    end;
 undefined_function(Module, Function, Args) ->
     error_handler:undefined_function(Module, Function, Args).
+
+is_ascii([Char | Rest]) when is_integer(Char), Char >= 0, Char < 128 ->
+    is_ascii(Rest);
+is_ascii(Rest) ->
+    Rest =:= [].
+
+split_commas([], Address) ->
+    [lists:reverse(Address)];
+split_commas([$, | Rest], Address) ->
+    [lists:reverse(Address) | split_commas(Rest, [])];
+split_commas([Char | Rest], Address) ->
+    split_commas(Rest, [Char | Address]).
 
 %% @private
 -spec undefined_lambda(module(), fun(), list()) -> term().

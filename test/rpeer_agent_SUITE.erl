@@ -24,6 +24,7 @@
     dead_agent_halts_the_node/0, dead_agent_halts_the_node/1,
     invalid_peer_side_is_rejected/0, invalid_peer_side_is_rejected/1,
     peer_side_chooses_the_peers_codec/0, peer_side_chooses_the_peers_codec/1,
+    tcp_peer_boots_through_the_agent/0, tcp_peer_boots_through_the_agent/1,
     channel_handler_is_peers_own/0, channel_handler_is_peers_own/1,
     gen_tcp_is_untouched_on_the_peer/0, gen_tcp_is_untouched_on_the_peer/1,
     socket_backend_is_kept/0, socket_backend_is_kept/1,
@@ -43,6 +44,7 @@ groups() ->
                           distributed_agent_peer, stop_ends_the_os_process,
                           killed_controller_halts_the_peer, dead_agent_halts_the_node,
                           invalid_peer_side_is_rejected, peer_side_chooses_the_peers_codec,
+                          tcp_peer_boots_through_the_agent,
                           channel_handler_is_peers_own, gen_tcp_is_untouched_on_the_peer,
                           socket_backend_is_kept, boot_skips_string_only,
                           nif_loads_beside_its_ebin]}].
@@ -200,6 +202,31 @@ peer_side_chooses_the_peers_codec(Config) when is_list(Config) ->
     ?assertEqual([["rpeer_agent"]], UserOf(#{peer_side => rpeer})),
     ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
 
+tcp_peer_boots_through_the_agent() ->
+    [{doc, "A tcp peer on this host starts through the agent (-user rpeer_agent), which "
+      "only spares its boot user_sup's 100 ms wait for `user': the channel is peer's own "
+      "gen_tcp socket, the tcp module the default; through exec, or with "
+      "peer_side => peer, it starts as with stock (-user peer)"}].
+
+tcp_peer_boots_through_the_agent(Config) when is_list(Config) ->
+    UserOf = fun (Options) ->
+                     {ok, Peer, _} = rpeer:start_link(Options#{connection => 0}),
+                     {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
+                     ?assertEqual(inet_tcp, rpeer:call(Peer, inet_db, tcp_module, [])),
+                     Names = [rpeer:call(Peer, erlang, port_info, [P, name])
+                              || P <- rpeer:call(Peer, erlang, ports, [])],
+                     ?assertEqual(1, length([N || {name, "tcp_inet"} = N <- Names])),
+                     ?assert(is_pid(rpeer:call(Peer, erlang, whereis, [user]))),
+                     ok = rpeer:stop(Peer),
+                     User
+             end,
+    Erl = os:find_executable("erl"),
+    ?assertEqual([["rpeer_agent"]], UserOf(#{})),
+    ?assertEqual([["peer"]], UserOf(#{peer_side => peer})),
+    ?assertEqual([["peer"]], UserOf(#{exec => Erl})),
+    %% through exec, the peer is offered every address of this host, comma-separated
+    ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
+
 channel_handler_is_peers_own() ->
     [{doc, "As OTP's peer_SUITE checks: the channel handler runs peer:io_server_loop, "
       "peer_supervision is linked to it, and killing it halts the node"}].
@@ -264,8 +291,9 @@ boot_skips_string_only() ->
 
 boot_skips_string_only(Config) when is_list(Config) ->
     ["-user", "rpeer_agent", "-origin", Address, _Port] = rpeer_agent:user_args(),
-    ?assertEqual(string:lexemes(Address, ","),
-                 rpeer_agent:undefined_function(string, lexemes, [Address, ","])),
+    [?assertEqual(string:lexemes(Addresses, ","),
+                  rpeer_agent:undefined_function(string, lexemes, [Addresses, ","]))
+     || Addresses <- [Address, "127.0.0.1,10.213.0.1", ",a,,b,", ""]],
     {ok, Peer, _Node} = start(#{}),
     ?assertEqual(false, rpeer:call(Peer, code, is_loaded, [string])),
     ?assertEqual(false, rpeer:call(Peer, code, is_loaded, [unicode_util])),
