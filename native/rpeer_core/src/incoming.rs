@@ -369,7 +369,7 @@ impl ThreadRead {
         &mut self,
         ready: &mut impl Iterator<Item = Ready>,
         buf: &mut [u8],
-        deliver: &mut impl FnMut(Event),
+        deliver: &mut dyn FnMut(Event),
     ) {
         if self.stream.is_some() && ready.next().is_some_and(|r| r.readable) {
             self.read(buf, deliver);
@@ -381,7 +381,7 @@ impl ThreadRead {
     }
 
     /// The owner asked for a large frame to be read here (or released the stream).
-    pub(crate) fn take_request(&mut self, deliver: &mut impl FnMut(Event)) {
+    pub(crate) fn take_request(&mut self, deliver: &mut dyn FnMut(Event)) {
         let requested = self.shared.requested.load(Ordering::Acquire);
         if requested && self.stream.is_none() {
             match self.shared.duplicate() {
@@ -396,7 +396,7 @@ impl ThreadRead {
 
     /// Reads for the owner; hands the stream back once a read ends with no frame
     /// unfinished, or at its end (which the owner's port then sees).
-    fn read(&mut self, buf: &mut [u8], deliver: &mut impl FnMut(Event)) {
+    fn read(&mut self, buf: &mut [u8], deliver: &mut dyn FnMut(Event)) {
         let Some(stream) = &mut self.stream else {
             return;
         };
@@ -416,14 +416,14 @@ impl ThreadRead {
         }
     }
 
-    fn hand_back(&mut self, deliver: &mut impl FnMut(Event)) {
+    fn hand_back(&mut self, deliver: &mut dyn FnMut(Event)) {
         self.shared.requested.store(false, Ordering::Release);
         deliver(Event::Resume);
     }
 
     /// Reads large frames for the owner whenever asked, until it releases the stream (or
     /// is gone).
-    pub(crate) fn serve(&mut self, buf: &mut [u8], deliver: &mut impl FnMut(Event)) {
+    pub(crate) fn serve(&mut self, buf: &mut [u8], deliver: &mut dyn FnMut(Event)) {
         self.take_request(deliver);
         while !self.is_released() {
             let mut fds = Vec::with_capacity(2);

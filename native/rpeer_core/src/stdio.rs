@@ -237,17 +237,9 @@ impl Reader {
                     exit = Some((status, Instant::now()));
                 }
             }
-            let Reader {
-                stdout,
-                shared,
-                delivering,
-                ..
-            } = &mut self;
-            if let Some(stdout) = stdout {
-                stdout.on_poll(&mut ready, &mut buf, &mut |event| {
-                    shared.deliver(delivering, sink, event)
-                });
-            }
+            self.with_stdout(sink, |stdout, deliver| {
+                stdout.on_poll(&mut ready, &mut buf, deliver)
+            });
         }
         let last = match (&self.status, exit) {
             (None, _) => Event::Closed(Failure::Eof),
@@ -263,16 +255,23 @@ impl Reader {
         }
         // After the exit status the owner may still be reading stdout (the exit came
         // first) and ask for a large frame there to be read here: until it releases it.
+        self.with_stdout(sink, |stdout, deliver| stdout.serve(&mut buf, deliver));
+    }
+
+    /// Runs `read` on stdout's thread side, if there is one, delivering what it reads.
+    fn with_stdout<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        read: impl FnOnce(&mut ThreadRead, &mut dyn FnMut(Event)),
+    ) {
         let Reader {
             stdout,
             shared,
             delivering,
             ..
-        } = &mut self;
+        } = self;
         if let Some(stdout) = stdout {
-            stdout.serve(&mut buf, &mut |event| {
-                shared.deliver(delivering, sink, event)
-            });
+            read(stdout, &mut |event| shared.deliver(delivering, sink, event));
         }
     }
 
