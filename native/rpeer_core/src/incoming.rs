@@ -64,8 +64,9 @@ enum ReadOutcome {
     Nothing,
     /// The stream ended (or failed, which a port then sees).
     Ended,
-    /// Bytes were read and decoded; the raw bytes the frame being received still misses.
-    Decoded { missing: usize },
+    /// `read` bytes were read and decoded; the raw bytes the frame being received still
+    /// misses.
+    Decoded { read: usize, missing: usize },
 }
 
 /// The origin's end of a stream from the peer, read by the owner, and its decoder.
@@ -147,17 +148,21 @@ impl Incoming {
         };
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
-        let start = self.read_bytes();
-        let mut missing = self.shared.decoding.lock().awaiting();
-        loop {
-            let left = READ_NOW_MAX.saturating_sub((self.read_bytes() - start) as usize);
-            if left == 0 {
-                break;
-            }
-            match self.shared.read_some(&mut stream, &mut buf, left, out) {
+        let (mut read, mut missing) = (0, self.shared.decoding.lock().awaiting());
+        while read < READ_NOW_MAX {
+            match self
+                .shared
+                .read_some(&mut stream, &mut buf, READ_NOW_MAX - read, out)
+            {
                 ReadOutcome::Nothing => break,
-                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0 } => return false,
-                ReadOutcome::Decoded { missing: now } => missing = now,
+                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0, .. } => return false,
+                ReadOutcome::Decoded {
+                    read: n,
+                    missing: now,
+                } => {
+                    read += n;
+                    missing = now;
+                }
             }
         }
         missing >= THREAD_READ_FROM
@@ -242,6 +247,7 @@ impl Shared {
                     self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
                     decoding.feed(&[], out);
                     ReadOutcome::Decoded {
+                        read: n as usize,
                         missing: decoding.awaiting(),
                     }
                 }
@@ -258,6 +264,7 @@ impl Shared {
             None => ReadOutcome::Nothing,
             Some([]) => ReadOutcome::Ended,
             Some(bytes) => ReadOutcome::Decoded {
+                read: bytes.len(),
                 missing: self.decode(bytes, out),
             },
         }
@@ -404,7 +411,7 @@ impl ThreadRead {
         let frame_unfinished = match self.shared.read_some(stream, buf, usize::MAX, &mut events) {
             ReadOutcome::Nothing => return,
             ReadOutcome::Ended => false,
-            ReadOutcome::Decoded { missing } => missing > 0,
+            ReadOutcome::Decoded { missing, .. } => missing > 0,
         };
         if !frame_unfinished {
             // Closed before the owner reads the stream again.
@@ -426,12 +433,28 @@ impl ThreadRead {
     pub(crate) fn serve(&mut self, buf: &mut [u8], deliver: &mut dyn FnMut(Event)) {
         self.take_request(deliver);
         while !self.is_released() {
-            let mut fds = Vec::with_capacity(2);
-            self.poll_fds(&mut fds);
-            let Ok(ready) = sys::poll(&fds, None) else {
+            if self.poll_once(None, buf, deliver).is_none() {
                 return;
-            };
-            self.on_poll(&mut ready.into_iter(), buf, deliver);
+            }
         }
+    }
+
+    /// Waits for the stream, the owner, or `watched` (a descriptor of the caller's, for
+    /// a failure or hang-up only) and handles what is ready of the first two. Returns
+    /// whether `watched` is ready; `None` if polling failed.
+    pub(crate) fn poll_once(
+        &mut self,
+        watched: Option<RawFd>,
+        buf: &mut [u8],
+        deliver: &mut dyn FnMut(Event),
+    ) -> Option<bool> {
+        let mut fds = Vec::with_capacity(3);
+        self.poll_fds(&mut fds);
+        if let Some(fd) = watched {
+            fds.push((fd, Interest::Failure));
+        }
+        let mut ready = sys::poll(&fds, None).ok()?.into_iter();
+        self.on_poll(&mut ready, buf, deliver);
+        Some(watched.is_some() && ready.next().is_some_and(|r| r.readable))
     }
 }

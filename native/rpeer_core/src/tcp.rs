@@ -193,17 +193,11 @@ impl<S: Sink> Connection<'_, S> {
         let mut deliver = |event| self.shared.deliver(&mut delivering, self.sink, event);
         let mut watched = Some(watched);
         while !reading.is_released() {
-            let mut fds = Vec::with_capacity(3);
-            reading.poll_fds(&mut fds);
-            if let Some(socket) = &watched {
-                fds.push((socket.as_raw_fd(), Interest::Failure));
-            }
-            let Ok(ready) = sys::poll(&fds, None) else {
+            let fd = watched.as_ref().map(AsRawFd::as_raw_fd);
+            let Some(failed) = reading.poll_once(fd, &mut buf, &mut deliver) else {
                 return;
             };
-            let mut ready = ready.into_iter();
-            reading.on_poll(&mut ready, &mut buf, &mut deliver);
-            if watched.is_some() && ready.next().is_some_and(|r| r.readable) {
+            if failed {
                 // Shut down both ways: the error, unless the writer took it.
                 let error = watched
                     .take()
