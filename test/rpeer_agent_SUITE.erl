@@ -186,12 +186,7 @@ peer_side_chooses_the_peers_codec() ->
       "chooses either, with or without exec"}].
 
 peer_side_chooses_the_peers_codec(Config) when is_list(Config) ->
-    UserOf = fun (Options) ->
-                     {ok, Peer, _} = rpeer:start_link(Options#{connection => standard_io}),
-                     {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
-                     rpeer:stop(Peer),
-                     User
-             end,
+    UserOf = fun (Options) -> user_of(Options#{connection => standard_io}, fun (_) -> ok end) end,
     Erl = os:find_executable("erl"),
     ?assertEqual([["rpeer_agent"]], UserOf(#{})),
     ?assertEqual([["rpeer_agent"]], UserOf(#{args => ["-mode", "interactive"]})),
@@ -209,23 +204,29 @@ tcp_peer_boots_through_the_agent() ->
       "peer_side => peer, it starts as with stock (-user peer)"}].
 
 tcp_peer_boots_through_the_agent(Config) when is_list(Config) ->
-    UserOf = fun (Options) ->
-                     {ok, Peer, _} = rpeer:start_link(Options#{connection => 0}),
-                     {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
-                     ?assertEqual(inet_tcp, rpeer:call(Peer, inet_db, tcp_module, [])),
-                     Names = [rpeer:call(Peer, erlang, port_info, [P, name])
-                              || P <- rpeer:call(Peer, erlang, ports, [])],
-                     ?assertEqual(1, length([N || {name, "tcp_inet"} = N <- Names])),
-                     ?assert(is_pid(rpeer:call(Peer, erlang, whereis, [user]))),
-                     ok = rpeer:stop(Peer),
-                     User
-             end,
+    PeersOwnChannel =
+        fun (Peer) ->
+                ?assertEqual(inet_tcp, rpeer:call(Peer, inet_db, tcp_module, [])),
+                Names = [rpeer:call(Peer, erlang, port_info, [P, name])
+                         || P <- rpeer:call(Peer, erlang, ports, [])],
+                ?assertEqual(1, length([N || {name, "tcp_inet"} = N <- Names])),
+                ?assert(is_pid(rpeer:call(Peer, erlang, whereis, [user])))
+        end,
+    UserOf = fun (Options) -> user_of(Options#{connection => 0}, PeersOwnChannel) end,
     Erl = os:find_executable("erl"),
     ?assertEqual([["rpeer_agent"]], UserOf(#{})),
     ?assertEqual([["peer"]], UserOf(#{peer_side => peer})),
     ?assertEqual([["peer"]], UserOf(#{exec => Erl})),
     %% through exec, the peer is offered every address of this host, comma-separated
     ?assertEqual([["rpeer_agent"]], UserOf(#{exec => Erl, peer_side => rpeer})).
+
+%% The -user argument a peer started with Options has, after Check(Peer).
+user_of(Options, Check) ->
+    {ok, Peer, _} = rpeer:start_link(Options),
+    {ok, User} = rpeer:call(Peer, init, get_argument, [user]),
+    Check(Peer),
+    ok = rpeer:stop(Peer),
+    User.
 
 channel_handler_is_peers_own() ->
     [{doc, "As OTP's peer_SUITE checks: the channel handler runs peer:io_server_loop, "
