@@ -32,10 +32,10 @@ pub const READ_BUFFER: usize = 256 * 1024;
 /// one port read (64 KiB), so that small frames never leave the port.
 pub const THREAD_READ_FROM: usize = 256 * 1024;
 
-/// Raw bytes the owner reads itself when a large frame begins (see [`Incoming::read_now`]):
-/// half of what a full pipe holds, read and decoded in ~200 us (the call stays well under
-/// a millisecond also on a busy machine).
-const READ_NOW_MAX: usize = 512 * 1024;
+/// Raw bytes the owner reads itself when a large frame begins (see [`Incoming::read_now`]),
+/// by default: half of what a full pipe holds, read and decoded in ~200 us (the call
+/// stays well under a millisecond also on a busy machine).
+pub const READ_NOW_MAX: usize = 512 * 1024;
 
 /// How long a dropped [`Incoming`] keeps its descriptor open when the owner never said
 /// that the port reading it is closed: a port closes when its owner dies, maybe just
@@ -55,6 +55,12 @@ pub trait StreamDecoder: Send {
     /// nothing to have the decoder see it complete. `None` by default.
     fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         None
+    }
+
+    /// Raw bytes [`Incoming::read_now`] reads at most: as many as take about as long as
+    /// [`READ_NOW_MAX`] bytes read and decoded.
+    fn read_now_max(&self) -> usize {
+        READ_NOW_MAX
     }
 }
 
@@ -136,7 +142,7 @@ impl Incoming {
     }
 
     /// Reads the frame being received as far as the stream holds it now, without
-    /// waiting (at most [`READ_NOW_MAX`] bytes): a large frame's start is there already
+    /// waiting (at most [`StreamDecoder::read_now_max`] bytes): a large frame's start is there already
     /// when the owner sees the frame begin, and reading it here spares waiting for the
     /// channel's thread to wake up. Returns whether a large frame is still coming, whose
     /// rest [`Incoming::read_on_thread`] reads; else (also at the end of the stream, or on
@@ -148,11 +154,14 @@ impl Incoming {
         };
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
-        let (mut read, mut missing) = (0, self.shared.decoding.lock().awaiting());
-        while read < READ_NOW_MAX {
+        let (mut read, mut missing, max) = {
+            let decoding = self.shared.decoding.lock();
+            (0, decoding.awaiting(), decoding.read_now_max())
+        };
+        while read < max {
             match self
                 .shared
-                .read_some(&mut stream, &mut buf, READ_NOW_MAX - read, out)
+                .read_some(&mut stream, &mut buf, max - read, out)
             {
                 ReadOutcome::Nothing => break,
                 ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0, .. } => return false,
