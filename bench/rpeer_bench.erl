@@ -19,6 +19,11 @@
 %% Pause before each measured transfer, and per MiB of the transfers (see settle/2).
 -define(TPUT_SETTLE_MS, 50).
 -define(TPUT_SETTLE_MS_PER_MIB, 10).
+%% wait_idle/0: CPUs idle at least this share of a ?IDLE_SAMPLE_MS sample, waiting at
+%%  most ?IDLE_WAIT_MS.
+-define(IDLE_SHARE, 0.8).
+-define(IDLE_SAMPLE_MS, 500).
+-define(IDLE_WAIT_MS, 20000).
 
 %%--------------------------------------------------------------------
 %% entry point
@@ -49,7 +54,7 @@ config(Args) ->
                   out => "bench/RESULTS-quick.md"};
             full ->
                 #{boot_n => 10, calls => 3000, lat_pairs => 10, sizes => [1, 10, 100], tput_reps => 3,
-                  lines => 10000, console_reps => 3, npeers => 50, conc_reps => 2,
+                  lines => 10000, console_reps => 5, npeers => 50, conc_reps => 3,
                   conc_modes => [standard_io, tcp, dist], codec_mb => 10, codec_reps => 3,
                   out => "bench/RESULTS.md"}
         end,
@@ -472,7 +477,7 @@ console(#{lines := N, console_reps := Reps}) ->
     lists:append(
       [begin
            Runs = lists:append(
-                    [[{Impl, isolate(fun () -> console_once(Impl, Mode, Kind, N) end, 600000)}
+                    [[{Impl, isolate(fun () -> wait_idle(), console_once(Impl, Mode, Kind, N) end, 600000)}
                       || Impl <- order(I)] || I <- lists:seq(1, Reps)]),
            Fig = maps:from_list([{Impl, collect([R || {I2, R} <- Runs, I2 =:= Impl])} || Impl <- ?IMPLS]),
            Med = median_of(Fig),
@@ -570,7 +575,7 @@ concurrent(#{npeers := N, conc_reps := Reps, conc_modes := Modes}) ->
     lists:append(
       [begin
            Runs = lists:append(
-                    [[{Impl, isolate(fun () -> concurrent_once(Impl, Mode, N) end, 600000)}
+                    [[{Impl, isolate(fun () -> wait_idle(), concurrent_once(Impl, Mode, N) end, 600000)}
                       || Impl <- order(I)] || I <- lists:seq(1, Reps)]),
            Pick = fun (K) ->
                           maps:from_list([{Impl, collect([case R of {ok, T} -> {ok, element(K, T)}; F -> F end
@@ -791,6 +796,38 @@ each_ok(Peers, Fun) ->
 %% alternate which implementation goes first
 order(I) when I rem 2 =:= 1 -> ?IMPLS;
 order(_) -> lists:reverse(?IMPLS).
+
+%% Waits until the CPUs are mostly idle (at most ?IDLE_WAIT_MS): the runs of the console
+%%  and concurrent sections are short against what the run before leaves behind (50 peer
+%%  VMs exiting, the load of the throughput section), which flipped their verdicts.
+wait_idle() ->
+    wait_idle(erlang:monotonic_time(millisecond) + ?IDLE_WAIT_MS).
+
+wait_idle(Deadline) ->
+    Before = cpu_times(),
+    timer:sleep(?IDLE_SAMPLE_MS),
+    After = cpu_times(),
+    case {Before, After} of
+        {{Busy0, Idle0}, {Busy1, Idle1}} when Idle1 - Idle0 >= ?IDLE_SHARE * (Busy1 - Busy0 + Idle1 - Idle0) ->
+            ok;
+        {{_, _}, {_, _}} ->
+            erlang:monotonic_time(millisecond) < Deadline andalso wait_idle(Deadline),
+            ok;
+        _ ->
+            ok %% no /proc/stat
+    end.
+
+%% {Busy, Idle} jiffies of all CPUs since boot (/proc/stat), or undefined.
+cpu_times() ->
+    case file:read_file("/proc/stat") of
+        {ok, <<"cpu ", Rest/binary>>} ->
+            [Line | _] = binary:split(Rest, <<"\n">>),
+            [User, Nice, System, Idle, IoWait | More] =
+                [binary_to_integer(F) || F <- binary:split(Line, <<" ">>, [global, trim_all])],
+            {User + Nice + System + lists:sum(lists:sublist(More, 3)), Idle + IoWait};
+        _ ->
+            undefined
+    end.
 
 %% Runs Fun in a fresh process that traps exits; {ok, Result} or {failed, Reason}.
 isolate(Fun, Timeout) ->
