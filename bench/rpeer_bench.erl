@@ -59,7 +59,7 @@ config(Args) ->
                   out => "bench/RESULTS.md"}
         end,
     Base = Defaults#{mode => Mode,
-                     sections => [boot, latency, throughput, console, concurrent, codec]},
+                     sections => [boot, latency, throughput, nif_calls, console, concurrent, codec]},
     lists:foldl(fun option/2, Base, [A || A <- Args, A =/= "quick", A =/= "full"]).
 
 option(Arg, Cfg) ->
@@ -120,6 +120,7 @@ write_results(Out, Text) ->
 section(boot, Cfg) -> boot(Cfg);
 section(latency, Cfg) -> latency(Cfg);
 section(throughput, Cfg) -> throughput(Cfg);
+section(nif_calls, Cfg) -> nif_calls(Cfg);
 section(console, Cfg) -> console(Cfg);
 section(concurrent, Cfg) -> concurrent(Cfg);
 section(codec, Cfg) -> codec(Cfg).
@@ -467,6 +468,75 @@ record_locations(Mode, L) ->
                             [Impl, Mode, Locs]))
          || {Impl, {ok, {N, _, Locs}}} <- maps:to_list(L), N > 0],
     ok.
+
+%%--------------------------------------------------------------------
+%% how long rpeer's NIF calls hold a scheduler: every rpeer_nif call of an rpeer
+%% controller, timed by call tracing, while it moves each size both ways (rpeer only:
+%% stock peer has no NIFs). long_schedule above sees only the slices over 1 ms, whatever
+%% ran in them, and also OS preemption; this times the NIF calls themselves.
+
+nif_calls(#{sizes := Sizes}) ->
+    Block = rand:bytes(?BLOCK_SIZE),
+    [begin
+         Res = isolate(fun () -> nif_calls_case(Mode, Sizes, Block) end, 3600000),
+         Fig = case Res of
+                   {ok, {Count, Max, Slowest, Over}} ->
+                       note(io_lib:format("NIF calls of the rpeer controller, ~p, ~b: the longest ~0p "
+                                          "(~b us); ~b over 1 ms", [Mode, Count, Slowest, Max, Over])),
+                       {ok, {Over, Max, []}};
+                   Failed ->
+                       Failed
+               end,
+         progress("nif calls ~p: ~0p", [Mode, Res]),
+         row(io_lib:format("rpeer_nif calls over 1 ms (and the longest) of the controller moving ~s MiB "
+                           "each way (stock: no NIFs)", [lists:join(", ", [integer_to_list(S) || S <- Sizes])]),
+             Mode, nif_events, lower, #{peer => {ok, none}, rpeer => Fig})
+     end || Mode <- [standard_io, standard_io_peer_codec, tcp]].
+
+nif_calls_case(Mode, Sizes, Block) ->
+    {ok, P, _} = start_peer(rpeer, Mode),
+    warm_up(#{rpeer => {ok, P, []}}, Block),
+    Self = self(),
+    Tracer = spawn_link(fun () -> nif_tracer(Self, #{}, {0, 0, none, 0}) end),
+    _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, [{'_', [], [{return_trace}]}], [local]),
+    1 = erlang:trace(P, true, [call, monotonic_timestamp, {tracer, Tracer}]),
+    _ = [begin
+             timer:sleep(?TPUT_SETTLE_MS + ?TPUT_SETTLE_MS_PER_MIB * Size),
+             Bytes = Size * ?MiB,
+             Bytes = rpeer:call(P, erlang, byte_size, [binary:copy(Block, Bytes div ?BLOCK_SIZE)],
+                                60000 + 2000 * Size),
+             Bytes = byte_size(rpeer:call(P, binary, copy, [Block, Bytes div ?BLOCK_SIZE],
+                                          60000 + 2000 * Size))
+         end || Size <- Sizes],
+    _ = erlang:trace(P, false, [call]),
+    _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, false, [local]),
+    ok = rpeer:stop(P),
+    Tracer ! {done, Self},
+    receive {nif_calls, Tracer, Result} -> Result after 60000 -> error(nif_tracer_timeout) end.
+
+%% Pairs each traced call with its return: {Count, LongestUs, ItsFunction, OverOneMs}.
+nif_tracer(Owner, Open, {Count, Max, Slowest, Over} = Acc) ->
+    receive
+        {trace_ts, _Pid, call, {M, F, A}, T} ->
+            nif_tracer(Owner, Open#{{M, F, length(A)} => T}, Acc);
+        {trace_ts, _Pid, return_from, MFA, _Value, T1} ->
+            case maps:take(MFA, Open) of
+                {T0, Rest} ->
+                    Us = (T1 - T0) div 1000, %% monotonic_timestamp: nanoseconds
+                    {Max2, Slowest2} = case Us > Max of
+                                           true -> {Us, MFA};
+                                           false -> {Max, Slowest}
+                                       end,
+                    nif_tracer(Owner, Rest, {Count + 1, Max2, Slowest2,
+                                             Over + (case Us > 1000 of true -> 1; false -> 0 end)});
+                error ->
+                    nif_tracer(Owner, Open, Acc)
+            end;
+        {done, Owner} ->
+            Owner ! {nif_calls, self(), Acc};
+        _ ->
+            nif_tracer(Owner, Open, Acc)
+    end.
 
 %%--------------------------------------------------------------------
 %% console output forwarded from the peer
@@ -909,6 +979,8 @@ table_row(#{measure := M, mode := Mode, unit := Unit, better := Better, peer := 
 better_cell(contended) -> "-";
 better_cell(Better) -> atom_to_list(Better).
 
+ratio(nif_events, _, _, {ok, {0, _, _}}) -> {"-", "none over 1 ms"};
+ratio(nif_events, _, _, {ok, {_, _, _}}) -> {"-", "rpeer: some OVER 1 ms"};
 ratio(events, _, {ok, {A, _, _}}, {ok, {B, _, _}}) ->
     {"-", if B =:= 0, A =:= 0 -> "none in either";
              B =:= 0 -> "rpeer: none";
@@ -937,6 +1009,8 @@ num(X) -> io_lib:format("~.2f", [X]).
 cell(_, {failed, R}) ->
     ["FAILED: ", escape(lists:flatten(io_lib:format("~0P", [R, 25])))];
 cell(events, {ok, {N, Max, _}}) -> io_lib:format("~b (max ~b ms)", [N, Max]);
+cell(nif_events, {ok, none}) -> "-";
+cell(nif_events, {ok, {N, MaxUs, _}}) -> io_lib:format("~b (longest ~b us)", [N, MaxUs]);
 cell(ms, {ok, V}) -> io_lib:format("~.1f ms", [V]);
 cell(us, {ok, V}) -> [integer_to_list(round(V)), " us"];
 cell(mbs, {ok, V}) -> [num(V), " MB/s"];
