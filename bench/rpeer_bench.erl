@@ -480,10 +480,13 @@ nif_calls(#{sizes := Sizes}) ->
     [begin
          Res = isolate(fun () -> nif_calls_case(Mode, Sizes, Block) end, 3600000),
          Fig = case Res of
-                   {ok, {Count, Max, Slowest, Over}} ->
-                       note(io_lib:format("NIF calls of the rpeer controller, ~p, ~b: the longest ~0p "
-                                          "(~b us); ~b over 1 ms", [Mode, Count, Slowest, Max, Over])),
-                       {ok, {Over, Max, []}};
+                   {ok, PerNif} ->
+                       Longest = lists:max([Max || {_, {_, Max, _}} <- PerNif]),
+                       Over = lists:sum([N || {_, {_, _, N}} <- PerNif]),
+                       note(io_lib:format("rpeer_nif calls of the controller, ~p: ~s", [Mode,
+                            lists:join("; ", [io_lib:format("~p/~b x~b, longest ~b us", [F, A, Count, Max])
+                                              || {{_, F, A}, {Count, Max, _}} <- PerNif])])),
+                       {ok, {Over, Longest, []}};
                    Failed ->
                        Failed
                end,
@@ -497,7 +500,7 @@ nif_calls_case(Mode, Sizes, Block) ->
     {ok, P, _} = start_peer(rpeer, Mode),
     warm_up(#{rpeer => {ok, P, []}}, Block),
     Self = self(),
-    Tracer = spawn_link(fun () -> nif_tracer(Self, #{}, {0, 0, none, 0}) end),
+    Tracer = spawn_link(fun () -> nif_tracer(Self, #{}, #{}) end),
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, [{'_', [], [{return_trace}]}], [local]),
     1 = erlang:trace(P, true, [call, monotonic_timestamp, {tracer, Tracer}]),
     _ = [begin
@@ -512,30 +515,27 @@ nif_calls_case(Mode, Sizes, Block) ->
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, false, [local]),
     ok = rpeer:stop(P),
     Tracer ! {done, Self},
-    receive {nif_calls, Tracer, Result} -> Result after 60000 -> error(nif_tracer_timeout) end.
+    receive {nif_calls, Tracer, PerNif} -> lists:sort(maps:to_list(PerNif)) after 60000 -> error(nif_tracer_timeout) end.
 
-%% Pairs each traced call with its return: {Count, LongestUs, ItsFunction, OverOneMs}.
-nif_tracer(Owner, Open, {Count, Max, Slowest, Over} = Acc) ->
+%% Pairs each traced call with its return: per function, {Calls, LongestUs, OverOneMs}.
+nif_tracer(Owner, Open, PerNif) ->
     receive
         {trace_ts, _Pid, call, {M, F, A}, T} ->
-            nif_tracer(Owner, Open#{{M, F, length(A)} => T}, Acc);
+            nif_tracer(Owner, Open#{{M, F, length(A)} => T}, PerNif);
         {trace_ts, _Pid, return_from, MFA, _Value, T1} ->
             case maps:take(MFA, Open) of
                 {T0, Rest} ->
                     Us = (T1 - T0) div 1000, %% monotonic_timestamp: nanoseconds
-                    {Max2, Slowest2} = case Us > Max of
-                                           true -> {Us, MFA};
-                                           false -> {Max, Slowest}
-                                       end,
-                    nif_tracer(Owner, Rest, {Count + 1, Max2, Slowest2,
-                                             Over + (case Us > 1000 of true -> 1; false -> 0 end)});
+                    {Count, Max, Over} = maps:get(MFA, PerNif, {0, 0, 0}),
+                    Counted = {Count + 1, max(Max, Us), Over + min(1, Us div 1001)},
+                    nif_tracer(Owner, Rest, PerNif#{MFA => Counted});
                 error ->
-                    nif_tracer(Owner, Open, Acc)
+                    nif_tracer(Owner, Open, PerNif)
             end;
         {done, Owner} ->
-            Owner ! {nif_calls, self(), Acc};
+            Owner ! {nif_calls, self(), PerNif};
         _ ->
-            nif_tracer(Owner, Open, Acc)
+            nif_tracer(Owner, Open, PerNif)
     end.
 
 %%--------------------------------------------------------------------
