@@ -4,8 +4,8 @@
 %% figure is shown for both implementations with the ratio rpeer/stock, since the
 %% machine is shared and absolute numbers are noisy.
 %%
-%% Sections: boot, latency, throughput (with the long_schedule check), console,
-%% concurrent, codec. Each measurement runs in its own process (trapping exits, so a
+%% Sections: boot, latency, throughput (with the long_schedule check), nif_calls,
+%% console, concurrent, codec. Each measurement runs in its own process (trapping exits, so a
 %% crashing controller is recorded as FAILED instead of ending the run); the peers it
 %% started are linked to it and go away with it.
 -module(rpeer_bench).
