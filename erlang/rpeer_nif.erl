@@ -158,11 +158,10 @@ decode_incoming(_Channel, _Bytes) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Reads the large frame coming on the incoming stream as far as the stream holds
-%% it now (at most 512 KiB of a standard_io stream, 1 MiB of a tcp connection, without
-%% waiting; call it only while no port reads it): the events completed, and who reads
-%% on. With `port', open a port on {@link incoming_fd/1} again; with `thread', the
-%% channel's thread reads until the frame is in: its events come as the channel's
-%% (flow-controlled), then `resume'.
+%% it now (for about 250 us, without waiting; call it only while no port reads it): the
+%% events completed, and who reads on. With `port', open a port on
+%% {@link incoming_fd/1} again; with `thread', the channel's thread reads until the
+%% frame is in: its events come as the channel's (flow-controlled), then `resume'.
 -spec read_incoming(channel()) -> {[incoming_event()], port | thread}.
 read_incoming(_Channel) ->
     erlang:nif_error(nif_not_loaded).

@@ -23,7 +23,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes a read on the owner's behalf takes at a time.
 pub const READ_BUFFER: usize = 256 * 1024;
@@ -32,10 +32,16 @@ pub const READ_BUFFER: usize = 256 * 1024;
 /// one port read (64 KiB), so that small frames never leave the port.
 pub const THREAD_READ_FROM: usize = 256 * 1024;
 
-/// Raw bytes the owner reads itself when a large frame begins (see [`Incoming::read_now`]),
-/// by default: half of what a full pipe holds, read and decoded in ~200 us (the call
-/// stays well under a millisecond also on a busy machine).
-pub const READ_NOW_MAX: usize = 512 * 1024;
+/// How long the owner goes on reading a large frame itself (see [`Incoming::read_now`]):
+/// the rest of a 1 MiB tcp reply (~100 us), or of a standard_io one read and decoded
+/// (~200 us), when the frame's buffer was used before.
+const READ_NOW_TIME: Duration = Duration::from_micros(250);
+
+/// Raw bytes of one read in [`Incoming::read_now`]: a frame's buffer may be memory never
+/// touched before (a large frame's), whose page faults cost ~3.5 ms per MiB on this
+/// project's VMs; one step then still stays near 0.25 ms, so that the call, which stops
+/// after [`READ_NOW_TIME`], stays well under a millisecond.
+const READ_NOW_STEP: usize = 64 * 1024;
 
 /// How long a dropped [`Incoming`] keeps its descriptor open when the owner never said
 /// that the port reading it is closed: a port closes when its owner dies, maybe just
@@ -56,12 +62,6 @@ pub trait StreamDecoder: Send {
     fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         None
     }
-
-    /// Raw bytes [`Incoming::read_now`] reads at most: as many as take about as long as
-    /// [`READ_NOW_MAX`] bytes read and decoded.
-    fn read_now_max(&self) -> usize {
-        READ_NOW_MAX
-    }
 }
 
 /// What one read of the stream did.
@@ -70,9 +70,8 @@ enum ReadOutcome {
     Nothing,
     /// The stream ended (or failed, which a port then sees).
     Ended,
-    /// `read` bytes were read and decoded; the raw bytes the frame being received still
-    /// misses.
-    Decoded { read: usize, missing: usize },
+    /// Bytes were read and decoded; the raw bytes the frame being received still misses.
+    Decoded { missing: usize },
 }
 
 /// The origin's end of a stream from the peer, read by the owner, and its decoder.
@@ -142,36 +141,33 @@ impl Incoming {
     }
 
     /// Reads the frame being received as far as the stream holds it now, without
-    /// waiting (at most [`StreamDecoder::read_now_max`] bytes): a large frame's start is there already
-    /// when the owner sees the frame begin, and reading it here spares waiting for the
-    /// channel's thread to wake up. Returns whether a large frame is still coming, whose
+    /// waiting, for about [`READ_NOW_TIME`]: a large frame's start (often all of a 1 MiB
+    /// one) is there already when the owner sees the frame begin, and reading it here
+    /// spares waiting for the channel's thread to wake up. Returns whether a large frame is still coming, whose
     /// rest [`Incoming::read_on_thread`] reads; else (also at the end of the stream, or on
     /// an error, which a port then sees) a port can read on. Call only while nothing else
     /// reads the stream.
     pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
+        self.read_for(READ_NOW_TIME, out)
+    }
+
+    /// [`Incoming::read_now`], going on for about `time`.
+    pub(crate) fn read_for(&self, time: Duration, out: &mut Vec<Event>) -> bool {
         let Some(mut stream) = self.shared.duplicate() else {
             return false;
         };
         let mut buf = self.shared.read_now_buf.lock();
-        buf.resize(READ_BUFFER, 0);
-        let (mut read, mut missing, max) = {
-            let decoding = self.shared.decoding.lock();
-            (0, decoding.awaiting(), decoding.read_now_max())
-        };
-        while read < max {
+        buf.resize(READ_NOW_STEP, 0);
+        let started = Instant::now();
+        let mut missing = self.shared.decoding.lock().awaiting();
+        while started.elapsed() < time {
             match self
                 .shared
-                .read_some(&mut stream, &mut buf, max - read, out)
+                .read_some(&mut stream, &mut buf, READ_NOW_STEP, out)
             {
                 ReadOutcome::Nothing => break,
-                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0, .. } => return false,
-                ReadOutcome::Decoded {
-                    read: n,
-                    missing: now,
-                } => {
-                    read += n;
-                    missing = now;
-                }
+                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0 } => return false,
+                ReadOutcome::Decoded { missing: now } => missing = now,
             }
         }
         missing >= THREAD_READ_FROM
@@ -256,7 +252,6 @@ impl Shared {
                     self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
                     decoding.feed(&[], out);
                     ReadOutcome::Decoded {
-                        read: n as usize,
                         missing: decoding.awaiting(),
                     }
                 }
@@ -273,7 +268,6 @@ impl Shared {
             None => ReadOutcome::Nothing,
             Some([]) => ReadOutcome::Ended,
             Some(bytes) => ReadOutcome::Decoded {
-                read: bytes.len(),
                 missing: self.decode(bytes, out),
             },
         }
@@ -420,7 +414,7 @@ impl ThreadRead {
         let frame_unfinished = match self.shared.read_some(stream, buf, usize::MAX, &mut events) {
             ReadOutcome::Nothing => return,
             ReadOutcome::Ended => false,
-            ReadOutcome::Decoded { missing, .. } => missing > 0,
+            ReadOutcome::Decoded { missing } => missing > 0,
         };
         if !frame_unfinished {
             // Closed before the owner reads the stream again.

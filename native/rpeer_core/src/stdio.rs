@@ -588,13 +588,34 @@ mod tests {
 
     #[test]
     fn large_frame_already_in_the_pipe_is_read_at_once() {
-        // 500 KB encoded: within what read_now reads, after the port's first 64 KiB.
+        // 500 KB encoded; the time is a debug build's (read_now's 250 us is an
+        // optimised build's, for the rest of a 1 MiB frame).
         let big = vec![9u8; 250_000];
         let (_channel, stdout, _rx, mut port, mut events) =
             exited_leaving_a_large_frame("read-now", &big, b"end");
-        assert!(!stdout.read_now(&mut events), "frame left unfinished");
+        assert!(
+            !stdout.read_for(Duration::from_secs(10), &mut events),
+            "frame left unfinished"
+        );
         assert!(events.contains(&Event::Frame(big)), "large frame lost");
         read_port_to_end(&stdout, &mut port, &mut events);
+        assert_eq!(console_text(&events), b"end");
+    }
+
+    #[test]
+    fn reading_at_once_stops_after_its_time_and_the_thread_reads_the_rest() {
+        let big = vec![9u8; 400_000];
+        let (channel, stdout, rx, mut port, mut events) =
+            exited_leaving_a_large_frame("read-now-time", &big, b"end");
+        // No time: one 64 KiB step, then the rest is the thread's.
+        assert!(
+            stdout.read_for(Duration::ZERO, &mut events),
+            "read past its time"
+        );
+        assert!(!events.contains(&Event::Frame(big.clone())));
+        read_on_thread(&channel, &stdout, &rx, &mut events);
+        read_port_to_end(&stdout, &mut port, &mut events);
+        assert!(events.contains(&Event::Frame(big)), "large frame lost");
         assert_eq!(console_text(&events), b"end");
     }
 
@@ -637,7 +658,8 @@ mod tests {
         let reading = Arc::clone(&stdout);
         std::thread::spawn(move || {
             let mut events = Vec::new();
-            let more = reading.read_now(&mut events);
+            // A time far past the test's: it ends because the pipe is empty.
+            let more = reading.read_for(Duration::from_secs(10), &mut events);
             let _ = done.send((more, events));
         });
         let (more, events) = returned

@@ -14,7 +14,7 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::event::{self, Event, Failure, Sink};
-use crate::incoming::{Incoming, StreamDecoder, ThreadRead, READ_BUFFER, READ_NOW_MAX};
+use crate::incoming::{Incoming, StreamDecoder, ThreadRead, READ_BUFFER};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
 use std::io;
@@ -293,14 +293,6 @@ impl StreamDecoder for FrameDecoder {
 
     fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         self.payload.as_mut().map(|(payload, len)| (payload, *len))
-    }
-
-    /// A payload is read straight into its buffer, with nothing to decode: twice the
-    /// default (~160 us), so that the rest of a 1 MiB reply after the port's first read,
-    /// there in full once its first bytes are, is read at once instead of on the thread
-    /// (~150 us less).
-    fn read_now_max(&self) -> usize {
-        2 * READ_NOW_MAX
     }
 }
 

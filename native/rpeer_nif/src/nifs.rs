@@ -232,8 +232,8 @@ fn decode_incoming<'a>(
 }
 
 /// Reads the large frame being received from the incoming stream (its port closed) as
-/// far as the stream holds it now, at most 512 KiB (1 MiB of a tcp connection):
-/// `{Events, Next}` as decode_incoming/2. With `thread`, the channel's thread reads on until the frame is in;
+/// far as the stream holds it now, for about 250 us: `{Events, Next}` as
+/// decode_incoming/2. With `thread`, the channel's thread reads on until the frame is in;
 /// its events come as the channel's: frames (and console text), then `resume` (read it
 /// through a port again).
 #[rustler::nif]
