@@ -481,11 +481,12 @@ nif_calls(#{sizes := Sizes}) ->
          Res = isolate(fun () -> nif_calls_case(Mode, Sizes, Block) end, 3600000),
          Fig = case Res of
                    {ok, PerNif} ->
-                       Longest = lists:max([Max || {_, {_, Max, _}} <- PerNif]),
-                       Over = lists:sum([N || {_, {_, _, N}} <- PerNif]),
+                       Longest = lists:max([Max || {_, {_, Max, _, _}} <- PerNif]),
+                       Over = lists:sum([N || {_, {_, _, N, _}} <- PerNif]),
                        note(io_lib:format("rpeer_nif calls of the controller, ~p: ~s", [Mode,
-                            lists:join("; ", [io_lib:format("~p/~b x~b, longest ~b us", [F, A, Count, Max])
-                                              || {{_, F, A}, {Count, Max, _}} <- PerNif])])),
+                            lists:join("; ", [io_lib:format("~p/~b x~b, longest ~b us (binary arguments: ~w bytes)",
+                                                            [F, A, Count, Max, Sizes])
+                                              || {{_, F, A}, {Count, Max, _, Sizes}} <- PerNif])])),
                        {ok, {Over, Longest, []}};
                    Failed ->
                        Failed
@@ -517,17 +518,19 @@ nif_calls_case(Mode, Sizes, Block) ->
     Tracer ! {done, Self},
     receive {nif_calls, Tracer, PerNif} -> lists:sort(maps:to_list(PerNif)) after 60000 -> error(nif_tracer_timeout) end.
 
-%% Pairs each traced call with its return: per function, {Calls, LongestUs, OverOneMs}.
+%% Pairs each traced call with its return: per function, {Calls, LongestUs, OverOneMs,
+%%  the longest call's binary argument sizes}.
 nif_tracer(Owner, Open, PerNif) ->
     receive
         {trace_ts, _Pid, call, {M, F, A}, T} ->
-            nif_tracer(Owner, Open#{{M, F, length(A)} => T}, PerNif);
+            nif_tracer(Owner, Open#{{M, F, length(A)} => {T, arg_sizes(A)}}, PerNif);
         {trace_ts, _Pid, return_from, MFA, _Value, T1} ->
             case maps:take(MFA, Open) of
-                {T0, Rest} ->
+                {{T0, Sizes}, Rest} ->
                     Us = (T1 - T0) div 1000, %% monotonic_timestamp: nanoseconds
-                    {Count, Max, Over} = maps:get(MFA, PerNif, {0, 0, 0}),
-                    Counted = {Count + 1, max(Max, Us), Over + min(1, Us div 1001)},
+                    {Count, Max, Over, Longest} = maps:get(MFA, PerNif, {0, 0, 0, []}),
+                    Counted = {Count + 1, max(Max, Us), Over + min(1, Us div 1001),
+                               case Us > Max of true -> Sizes; false -> Longest end},
                     nif_tracer(Owner, Rest, PerNif#{MFA => Counted});
                 error ->
                     nif_tracer(Owner, Open, PerNif)
@@ -537,6 +540,9 @@ nif_tracer(Owner, Open, PerNif) ->
         _ ->
             nif_tracer(Owner, Open, PerNif)
     end.
+
+arg_sizes(Args) ->
+    [byte_size(A) || A <- Args, is_binary(A)].
 
 %%--------------------------------------------------------------------
 %% console output forwarded from the peer
