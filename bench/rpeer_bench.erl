@@ -473,7 +473,10 @@ record_locations(Mode, L) ->
 %% how long rpeer's NIF calls hold a scheduler: every rpeer_nif call of an rpeer
 %% controller, timed by call tracing, while it moves each size both ways (rpeer only:
 %% stock peer has no NIFs). long_schedule above sees only the slices over 1 ms, whatever
-%% ran in them, and also OS preemption; this times the NIF calls themselves.
+%% ran in them, and also OS preemption; this times the NIF calls themselves, in the
+%% scheduler thread's CPU time (cpu_timestamp: user and system time, page faults
+%% included; not the time the OS gave the CPU to others, such as the busy peer VM,
+%% which made single calls of 200 us take 2-4 ms of wall time).
 
 nif_calls(#{sizes := Sizes}) ->
     Block = rand:bytes(?BLOCK_SIZE),
@@ -483,10 +486,10 @@ nif_calls(#{sizes := Sizes}) ->
                    {ok, PerNif} ->
                        Longest = lists:max([Max || {_, {_, Max, _, _}} <- PerNif]),
                        Over = lists:sum([N || {_, {_, _, N, _}} <- PerNif]),
-                       note(io_lib:format("rpeer_nif calls of the controller, ~p: ~s", [Mode,
+                       note(io_lib:format("rpeer_nif calls of the controller (CPU time), ~p: ~s", [Mode,
                             lists:join("; ", [io_lib:format("~p/~b x~b, longest ~b us (binary arguments: ~w bytes)",
-                                                            [F, A, Count, Max, Sizes])
-                                              || {{_, F, A}, {Count, Max, _, Sizes}} <- PerNif])])),
+                                                            [F, A, Count, Max, ArgSizes])
+                                              || {{_, F, A}, {Count, Max, _, ArgSizes}} <- PerNif])])),
                        {ok, {Over, Longest, []}};
                    Failed ->
                        Failed
@@ -503,7 +506,7 @@ nif_calls_case(Mode, Sizes, Block) ->
     Self = self(),
     Tracer = spawn_link(fun () -> nif_tracer(Self, #{}, #{}) end),
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, [{'_', [], [{return_trace}]}], [local]),
-    1 = erlang:trace(P, true, [call, monotonic_timestamp, {tracer, Tracer}]),
+    1 = erlang:trace(P, true, [call, timestamp, cpu_timestamp, {tracer, Tracer}]),
     _ = [begin
              timer:sleep(?TPUT_SETTLE_MS + ?TPUT_SETTLE_MS_PER_MIB * Size),
              Bytes = Size * ?MiB,
@@ -512,7 +515,7 @@ nif_calls_case(Mode, Sizes, Block) ->
              Bytes = byte_size(rpeer:call(P, binary, copy, [Block, Bytes div ?BLOCK_SIZE],
                                           60000 + 2000 * Size))
          end || Size <- Sizes],
-    _ = erlang:trace(P, false, [call]),
+    _ = erlang:trace(P, false, [call, timestamp, cpu_timestamp]),
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, false, [local]),
     ok = rpeer:stop(P),
     Tracer ! {done, Self},
@@ -527,7 +530,7 @@ nif_tracer(Owner, Open, PerNif) ->
         {trace_ts, _Pid, return_from, MFA, _Value, T1} ->
             case maps:take(MFA, Open) of
                 {{T0, Sizes}, Rest} ->
-                    Us = (T1 - T0) div 1000, %% monotonic_timestamp: nanoseconds
+                    Us = timer:now_diff(T1, T0),
                     {Count, Max, Over, Longest} = maps:get(MFA, PerNif, {0, 0, 0, []}),
                     Counted = {Count + 1, max(Max, Us), Over + min(1, Us div 1001),
                                case Us > Max of true -> Sizes; false -> Longest end},
