@@ -506,7 +506,9 @@ nif_calls_case(Mode, Sizes, Block) ->
     Self = self(),
     Tracer = spawn_link(fun () -> nif_tracer(Self, #{}, #{}) end),
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, [{'_', [], [{return_trace}]}], [local]),
-    1 = erlang:trace(P, true, [call, timestamp, cpu_timestamp, {tracer, Tracer}]),
+    %% cpu_timestamp is node-wide: the timestamps of all tracing
+    _ = erlang:trace(all, true, [cpu_timestamp]),
+    1 = erlang:trace(P, true, [call, timestamp, {tracer, Tracer}]),
     _ = [begin
              timer:sleep(?TPUT_SETTLE_MS + ?TPUT_SETTLE_MS_PER_MIB * Size),
              Bytes = Size * ?MiB,
@@ -515,7 +517,8 @@ nif_calls_case(Mode, Sizes, Block) ->
              Bytes = byte_size(rpeer:call(P, binary, copy, [Block, Bytes div ?BLOCK_SIZE],
                                           60000 + 2000 * Size))
          end || Size <- Sizes],
-    _ = erlang:trace(P, false, [call, timestamp, cpu_timestamp]),
+    _ = erlang:trace(P, false, [call, timestamp]),
+    _ = erlang:trace(all, false, [cpu_timestamp]),
     _ = erlang:trace_pattern({rpeer_nif, '_', '_'}, false, [local]),
     ok = rpeer:stop(P),
     Tracer ! {done, Self},
