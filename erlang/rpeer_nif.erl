@@ -117,8 +117,10 @@ expect_peer(_Channel, _Peer) ->
 attach_stdio(_Socket) ->
     erlang:nif_error(nif_not_loaded).
 
-%% @doc Queues a frame (an external term format binary) for the peer. Never blocks.
--spec send(channel(), binary()) -> ok | {error, closed}.
+%% @doc Queues a frame for the peer: an external term format binary, or the binaries of
+%% `term_to_iovec/1' (whose large binaries are the term's own, not copies). Never blocks;
+%% never copies the frame's binaries.
+-spec send(channel(), binary() | [binary()]) -> ok | {error, closed}.
 send(_Channel, _Frame) ->
     erlang:nif_error(nif_not_loaded).
 

@@ -66,6 +66,7 @@
     call_late_reply/0, call_late_reply/1,
     call_large_binary/0, call_large_binary/1,
     call_large_term/0, call_large_term/1,
+    call_term_of_many_binaries/0, call_term_of_many_binaries/1,
     concurrent_calls/0, concurrent_calls/1,
     cast/0, cast/1,
     cast_failure_ignored/0, cast_failure_ignored/1,
@@ -154,7 +155,7 @@ dist_cases() ->
 alternative_cases() ->
     [start_unnamed, start_named, call_result, call_throw, call_error, call_exit,
      call_with_timeout, call_timeout, call_late_reply, call_large_binary, call_large_term,
-     concurrent_calls, cast, cast_failure_ignored, send_to_pid, send_to_name,
+     call_term_of_many_binaries, concurrent_calls, cast, cast_failure_ignored, send_to_pid, send_to_name,
      forward_to_name, io_redirect, io_redirect_unicode, dyn_peer, peer_down_crash_erpc,
      channel_handler_killed, dist_up_down].
 
@@ -560,6 +561,23 @@ call_large_term(Config) when is_list(Config) ->
     ?assertEqual(lists:reverse(List), rpeer:call(Peer, lists, reverse, [List], 30000)),
     Deep = lists:foldl(fun (I, Acc) -> {I, Acc} end, leaf, lists:seq(1, 10000)),
     ?assertEqual(Deep, rpeer:call(Peer, erlang, hd, [[Deep]], 30000)),
+    rpeer:stop(Peer).
+
+call_term_of_many_binaries() ->
+    [{doc, "A term holding thousands of off-heap binaries (each a part of the frame as "
+      "term_to_iovec/1 gives it, more than one write takes), sub-binaries and a large "
+      "binary between small ones goes to the peer and comes back exactly"}].
+
+call_term_of_many_binaries(Config) when is_list(Config) ->
+    {ok, Peer, _} = ?START(Config, #{}),
+    Large = rand:bytes(3 * 1024 * 1024),
+    Many = [rand:bytes(100 + I rem 300) || I <- lists:seq(1, 3000)],
+    Term = {<<"small">>, Many, binary:part(Large, 1, 2 * 1024 * 1024), Large,
+            [binary:part(B, 1, 64) || B <- lists:sublist(Many, 500)], self(), make_ref()},
+    ?assertEqual(erlang:md5(term_to_binary(Term)),
+                 rpeer:call(Peer, erlang, md5, [term_to_binary(Term)], 30000)),
+    ?assertEqual(erlang:phash2(Term), rpeer:call(Peer, erlang, phash2, [Term], 30000)),
+    ?assertEqual(Term, rpeer:call(Peer, erlang, hd, [[Term]], 30000)),
     rpeer:stop(Peer).
 
 concurrent_calls() ->

@@ -34,13 +34,19 @@ const INLINE_MAX: usize = 64 * 1024;
 /// left to the writer thread. A write into a loopback socket also runs the receiving
 /// side's stack: 1 MiB took ~850 us, 256 KiB stays near 200 us.
 const INLINE_PREFIXED_MAX: usize = 256 * 1024;
+/// Parts one write takes at most (Linux's IOV_MAX); the rest goes with the next write.
+const MAX_IOVECS: usize = 1024;
+
+/// A frame's payload as its parts, in order: the binaries of an Erlang iovec
+/// (`term_to_iovec/1` leaves a large binary of the term as a part of its own, uncopied).
+pub type Parts<'a> = &'a [&'a [u8]];
 
 /// A frame payload to send. Implemented by the NIF for Erlang binaries it keeps alive
 /// without copying them, and by `Vec<u8>`.
 pub trait Outgoing: Send {
     fn len(&self) -> usize;
-    /// Calls `f` with the payload's bytes.
-    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+    /// Calls `f` with the payload's parts.
+    fn with_parts(&self, f: &mut dyn FnMut(Parts) -> io::Result<()>) -> io::Result<()>;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -50,9 +56,25 @@ impl Outgoing for Vec<u8> {
     fn len(&self) -> usize {
         Vec::len(self)
     }
-    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        f(self)
+    fn with_parts(&self, f: &mut dyn FnMut(Parts) -> io::Result<()>) -> io::Result<()> {
+        f(&[self])
     }
+}
+
+/// The payload's length.
+pub fn parts_len(parts: Parts) -> usize {
+    parts.iter().map(|part| part.len()).sum()
+}
+
+/// The payload's bytes from `from` to `to`, as slices of its parts (none empty).
+fn slices<'a>(parts: Parts<'a>, from: usize, to: usize) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut start = 0;
+    parts.iter().filter_map(move |part| {
+        let (part_start, part_end) = (start, start + part.len());
+        start = part_end;
+        let (lo, hi) = (from.max(part_start), to.min(part_end));
+        (lo < hi).then(|| &part[lo - part_start..hi - part_start])
+    })
 }
 
 /// How frames are laid out on the wire.
@@ -167,9 +189,10 @@ impl Channel {
     /// wait for the writer thread: a small frame written at once costs no copy.
     pub fn send(
         &self,
-        payload: &[u8],
+        payload: Parts,
         keep: impl FnOnce() -> Box<dyn Outgoing>,
     ) -> Result<(), Closed> {
+        let len = parts_len(payload);
         let queue = self.queue.lock();
         let Some(queue) = &*queue else {
             return Err(Closed);
@@ -179,14 +202,14 @@ impl Channel {
         if let Some(mut out) = self.shared.out.try_lock() {
             if let (0, Some(out)) = (self.shared.queued.load(Ordering::Acquire), out.as_mut()) {
                 match out.framing {
-                    Framing::Nibbles if payload.len() <= INLINE_MAX => {
+                    Framing::Nibbles if len <= INLINE_MAX => {
                         return match out.write_now(payload) {
                             Ok(None) => Ok(()),
                             Ok(Some(rest)) => self.enqueue(queue, Item::Encoded(rest)),
                             Err(_) => Err(Closed),
                         };
                     }
-                    Framing::Nibbles if frame_size(payload.len()).is_ok() => {
+                    Framing::Nibbles if frame_size(len).is_ok() => {
                         return match out.write_start(payload) {
                             Ok(start) => self.enqueue(
                                 queue,
@@ -198,9 +221,9 @@ impl Channel {
                             Err(_) => Err(Closed),
                         };
                     }
-                    Framing::LengthPrefixed if frame_size(payload.len()).is_ok() => {
+                    Framing::LengthPrefixed if frame_size(len).is_ok() => {
                         return match out.send_prefixed_start(payload) {
-                            Ok(sent) if sent == payload.len() + 4 => Ok(()),
+                            Ok(sent) if sent == len + 4 => Ok(()),
                             Ok(sent) => self.enqueue(
                                 queue,
                                 Item::Rest {
@@ -222,7 +245,7 @@ impl Channel {
     #[cfg(test)]
     pub(crate) fn send_vec(&self, payload: Vec<u8>) -> Result<(), Closed> {
         let kept = payload.clone();
-        self.send(&payload, move || Box::new(kept))
+        self.send(&[&payload], move || Box::new(kept))
     }
 
     fn enqueue(&self, queue: &Queue, item: Item) -> Result<(), Closed> {
@@ -347,20 +370,29 @@ struct Out {
 impl Out {
     /// Writes a small frame without waiting: `None` when all of it was written, else the
     /// encoded bytes still to write.
-    fn write_now(&mut self, payload: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    fn write_now(&mut self, payload: Parts) -> io::Result<Option<Vec<u8>>> {
         let mut buf = self.take_buf();
-        codec::encode_frame(payload, &mut buf);
+        if let [whole] = payload {
+            codec::encode_frame(whole, &mut buf);
+        } else {
+            let mut encoder = FrameEncoder::new(parts_len(payload), &mut buf);
+            payload
+                .iter()
+                .for_each(|part| encoder.chunk(part, &mut buf));
+            encoder.finish(&mut buf);
+        }
         let rest = self.write_buffered(buf)?;
         Ok((!rest.is_empty()).then_some(rest))
     }
 
     /// Encodes the start of a larger frame (its first [`INLINE_MAX`] bytes of payload)
     /// and writes what the descriptor takes of it now.
-    fn write_start(&mut self, payload: &[u8]) -> io::Result<Start> {
+    fn write_start(&mut self, payload: Parts) -> io::Result<Start> {
         let mut buf = self.take_buf();
-        let mut encoder = FrameEncoder::new(payload.len(), &mut buf);
-        let consumed = payload.len().min(INLINE_MAX);
-        encoder.chunk(&payload[..consumed], &mut buf);
+        let len = parts_len(payload);
+        let mut encoder = FrameEncoder::new(len, &mut buf);
+        let consumed = len.min(INLINE_MAX);
+        slices(payload, 0, consumed).for_each(|part| encoder.chunk(part, &mut buf));
         Ok(Start {
             encoder,
             consumed,
@@ -378,7 +410,7 @@ impl Out {
     /// Writes what the descriptor takes now of `buf`, which becomes the encoding buffer
     /// again; returns the bytes it did not take.
     fn write_buffered(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
-        let written = self.write_some(&buf);
+        let written = self.write_some(&[&buf]);
         let unwritten = written.as_ref().map_or(Vec::new(), |&n| buf[n..].to_vec());
         self.buf = buf;
         written.map(|_| unwritten)
@@ -428,11 +460,16 @@ impl Out {
         // What is left of the start leaves with the next part.
         buf.extend_from_slice(&unwritten);
         let result = frame
-            .with_bytes(&mut |bytes| {
-                for part in bytes[consumed..].chunks(WRITE_CHUNK) {
-                    encoder.chunk(part, &mut buf);
-                    self.write_all(&buf, shared)?;
-                    buf.clear();
+            .with_parts(&mut |parts| {
+                let pieces = slices(parts, consumed, frame.len())
+                    .flat_map(|slice| slice.chunks(WRITE_CHUNK));
+                for piece in pieces {
+                    encoder.chunk(piece, &mut buf);
+                    // Small parts (an iovec's) are encoded together.
+                    if buf.len() >= 2 * WRITE_CHUNK {
+                        self.write_all(&buf, shared)?;
+                        buf.clear();
+                    }
                 }
                 Ok(())
             })
@@ -446,10 +483,18 @@ impl Out {
     }
 
     /// Writes what the descriptor takes now; returns how much that was.
-    fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
-        let mut written = 0;
-        while written < bytes.len() {
-            match self.write_once([&bytes[written..], &[]])? {
+    fn write_some(&self, parts: Parts) -> io::Result<usize> {
+        let (len, mut written) = (parts_len(parts), 0);
+        let mut rest = Vec::new();
+        while written < len {
+            let unwritten = if written == 0 {
+                parts
+            } else {
+                rest.clear();
+                rest.extend(slices(parts, written, len));
+                &rest
+            };
+            match self.write_once(unwritten)? {
                 0 => break,
                 n => written += n,
             }
@@ -461,30 +506,49 @@ impl Out {
     /// for the peer to read.
     fn write_prefixed(&self, frame: &dyn Outgoing, sent: usize, shared: &Shared) -> io::Result<()> {
         let header = frame_size(frame.len())?.to_be_bytes();
-        frame.with_bytes(&mut |body| {
-            let sent = sent + self.write_once(unsent(&header, body, sent))?;
-            unsent(&header, body, sent)
-                .iter()
-                .try_for_each(|part| self.write_all(part, shared))
+        frame.with_parts(&mut |parts| {
+            let whole: Vec<&[u8]> = std::iter::once(&header[..])
+                .chain(parts.iter().copied())
+                .collect();
+            let rest: Vec<&[u8]> = slices(&whole, sent, frame.len() + header.len()).collect();
+            self.write_all_parts(&rest, shared)
         })
     }
 
     /// Writes what the socket takes now of a length-prefixed frame's start (its prefix
     /// and at most [`INLINE_PREFIXED_MAX`] bytes of payload); returns how much of the
     /// frame that was (the prefix counts).
-    fn send_prefixed_start(&self, payload: &[u8]) -> io::Result<usize> {
-        let header = frame_size(payload.len())?.to_be_bytes();
-        self.write_once([&header, &payload[..payload.len().min(INLINE_PREFIXED_MAX)]])
+    fn send_prefixed_start(&self, payload: Parts) -> io::Result<usize> {
+        let header = frame_size(parts_len(payload))?.to_be_bytes();
+        let start: Vec<&[u8]> = std::iter::once(&header[..])
+            .chain(slices(payload, 0, INLINE_PREFIXED_MAX))
+            .collect();
+        self.write_once(&start)
     }
 
     /// One write of what the descriptor takes now from `parts`, in order, in a single
     /// call: a length prefix and its payload leave in one segment (a prefix sent alone
     /// would be a packet of its own, with TCP_NODELAY). Returns 0 when it would block.
-    fn write_once(&self, parts: [&[u8]; 2]) -> io::Result<usize> {
-        let iov = parts.map(|part| libc::iovec {
-            iov_base: part.as_ptr() as *mut libc::c_void,
-            iov_len: part.len(),
-        });
+    fn write_once(&self, parts: Parts) -> io::Result<usize> {
+        const NO_IOVEC: libc::iovec = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // A frame, or a prefix and its payload, without an allocation.
+        let (mut few, mut many) = ([NO_IOVEC; 4], Vec::new());
+        let count = parts.len().min(MAX_IOVECS);
+        let iov = if count <= few.len() {
+            &mut few[..count]
+        } else {
+            many.resize(count, NO_IOVEC);
+            &mut many[..]
+        };
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            *slot = libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            };
+        }
         // SAFETY: a zeroed msghdr is valid (no name, no control data).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
@@ -494,7 +558,9 @@ impl Out {
             // outlive the call, to a descriptor this channel owns.
             let n = unsafe {
                 match self.framing {
-                    Framing::Nibbles => libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2),
+                    Framing::Nibbles => {
+                        libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as _)
+                    }
                     Framing::LengthPrefixed => libc::sendmsg(
                         self.fd.as_raw_fd(),
                         &msg,
@@ -516,10 +582,17 @@ impl Out {
 
     /// Writes everything, waiting for the peer to read; gives up when the channel is
     /// aborted.
-    fn write_all(&self, mut bytes: &[u8], shared: &Shared) -> io::Result<()> {
+    fn write_all(&self, bytes: &[u8], shared: &Shared) -> io::Result<()> {
+        self.write_all_parts(&[bytes], shared)
+    }
+
+    /// [`Out::write_all`] of a payload's parts.
+    fn write_all_parts(&self, parts: Parts, shared: &Shared) -> io::Result<()> {
+        let (len, mut written) = (parts_len(parts), 0);
         loop {
-            bytes = &bytes[self.write_some(bytes)?..];
-            if bytes.is_empty() {
+            let rest: Vec<&[u8]> = slices(parts, written, len).collect();
+            written += self.write_some(&rest)?;
+            if written == len {
                 return Ok(());
             }
             if shared.is_aborted() {
@@ -536,22 +609,13 @@ impl Out {
     }
 }
 
-/// What is still to write of a length-prefixed frame once `sent` bytes of it (the prefix
-/// counts) are written: the rest of the prefix, and the rest of the payload.
-fn unsent<'a>(header: &'a [u8], body: &'a [u8], sent: usize) -> [&'a [u8]; 2] {
-    match sent.checked_sub(header.len()) {
-        None => [&header[sent..], body],
-        Some(in_body) => [&[], &body[in_body..]],
-    }
-}
-
 /// Both framings carry the size in 32 bits.
 fn frame_size(len: usize) -> io::Result<u32> {
     u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::{Decoder, Event};
     use std::fs::File;
@@ -593,9 +657,9 @@ mod tests {
         };
         // A small frame fills the pipe (64 KiB by default) but for a few bytes.
         let small = payload(30 * 1024, 1);
-        assert_eq!(out.write_now(&small).expect("write"), None);
+        assert_eq!(out.write_now(&[&small]).expect("write"), None);
         let large = payload(3 * INLINE_MAX + 5, 2);
-        let start = out.write_start(&large).expect("start");
+        let start = out.write_start(&[&large]).expect("start");
         assert_eq!(start.consumed, INLINE_MAX);
         // The encoded start: the size (8 bytes), then two bytes per payload byte.
         let encoded_start = 8 + 2 * INLINE_MAX;
@@ -608,6 +672,89 @@ mod tests {
         out.write_rest(&large, start, &shared).expect("rest");
         drop(out);
         assert!(reading.join().expect("reader") == vec![small, large]);
+    }
+
+    /// A payload sent as parts (as an Erlang iovec is), kept as its parts.
+    struct PartsPayload(Vec<Vec<u8>>);
+
+    impl Outgoing for PartsPayload {
+        fn len(&self) -> usize {
+            self.0.iter().map(Vec::len).sum()
+        }
+        fn with_parts(&self, f: &mut dyn FnMut(Parts) -> io::Result<()>) -> io::Result<()> {
+            let parts: Vec<&[u8]> = self.0.iter().map(Vec::as_slice).collect();
+            f(&parts)
+        }
+    }
+
+    /// Sends `parts` as one frame's payload.
+    pub(crate) fn send_parts(channel: &Channel, parts: Vec<Vec<u8>>) -> Result<(), Closed> {
+        let kept = PartsPayload(parts.clone());
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        channel.send(&slices, move || Box::new(kept))
+    }
+
+    /// Payloads cut in parts of every kind of size (a large binary between small pieces,
+    /// as term_to_iovec/1 gives them, empty parts, many tiny ones), and the frames they
+    /// make.
+    pub(crate) fn parted_payloads() -> Vec<(Vec<Vec<u8>>, Vec<u8>)> {
+        let cuts: Vec<Vec<Vec<u8>>> = vec![
+            vec![payload(7, 1), payload(100, 2), payload(3, 3)],
+            vec![
+                payload(6, 4),
+                payload(3 * WRITE_CHUNK + 11, 5),
+                payload(2, 6),
+            ],
+            vec![
+                Vec::new(),
+                payload(INLINE_MAX - 1, 7),
+                Vec::new(),
+                payload(2, 8),
+            ],
+            (0..3000).map(|i| payload(i % 5, i as u8)).collect(),
+            vec![
+                payload(5, 9),
+                payload(400 * 1024, 10),
+                payload(400 * 1024, 11),
+                payload(1, 12),
+            ],
+        ];
+        cuts.into_iter()
+            .map(|parts| {
+                let whole = parts.concat();
+                (parts, whole)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slices_cover_exactly_the_asked_range_across_parts() {
+        let parts: [&[u8]; 4] = [b"ab", b"", b"cde", b"f"];
+        let range = |from, to| slices(&parts, from, to).collect::<Vec<_>>().concat();
+        assert_eq!(range(0, 6), b"abcdef");
+        assert_eq!(range(1, 4), b"bcd");
+        assert_eq!(range(2, 5), b"cde");
+        assert_eq!(range(5, 6), b"f");
+        assert!(range(3, 3).is_empty());
+        assert!(slices(&parts, 0, 6).all(|slice| !slice.is_empty()));
+        assert_eq!(parts_len(&parts), 6);
+    }
+
+    #[test]
+    fn payloads_sent_as_parts_arrive_as_their_concatenation() {
+        let (read_end, write_end) = sys::pipe().expect("pipe");
+        let shared = Shared::new().expect("shared");
+        let (queue, frames) = queue();
+        spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
+        let channel = Channel::new(Some(queue), shared, None);
+        let reading = decode_all(read_end);
+        let mut expected = Vec::new();
+        for (parts, whole) in parted_payloads() {
+            send_parts(&channel, parts).expect("send");
+            expected.push(whole);
+        }
+        channel.close();
+        assert!(reading.join().expect("reader") == expected);
     }
 
     #[test]

@@ -456,6 +456,26 @@ mod tests {
     }
 
     #[test]
+    fn payloads_sent_as_parts_arrive_whole_with_their_length() {
+        let (channel, _incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(&rx), Event::Accepted);
+        let payloads = crate::channel::tests::parted_payloads();
+        for (parts, _) in &payloads {
+            crate::channel::tests::send_parts(&channel, parts.clone()).expect("send");
+        }
+        for (_, whole) in &payloads {
+            let mut header = [0u8; 4];
+            peer.read_exact(&mut header).expect("header");
+            assert_eq!(u32::from_be_bytes(header) as usize, whole.len());
+            let mut payload = vec![0u8; whole.len()];
+            peer.read_exact(&mut payload).expect("payload");
+            assert!(payload == *whole, "frame of {} bytes garbled", whole.len());
+        }
+    }
+
+    #[test]
     fn a_reset_connection_is_reported_as_closed() {
         let (_channel, incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);

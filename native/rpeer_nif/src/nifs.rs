@@ -5,7 +5,7 @@
 use crate::atoms;
 use crate::resource::ChannelResource;
 use crate::sink::{encode_event, errno_atom, ProcessSink};
-use rpeer_core::channel::Outgoing;
+use rpeer_core::channel::{parts_len, Outgoing, Parts};
 use rpeer_core::event::Event;
 use rpeer_core::incoming::Incoming;
 use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
@@ -153,16 +153,31 @@ fn expect_peer(
     Ok(atoms::ok())
 }
 
-/// Sends one frame (an external term format binary) to the peer: written at once when
-/// the descriptor takes it, else queued. Never copies it.
+/// Sends one frame to the peer, an external term format binary or iovec (the binaries
+/// of `term_to_iovec/1`): written at once when the descriptor takes it, else queued.
+/// Never copies it.
 #[rustler::nif]
-fn send<'a>(env: Env<'a>, channel: ResourceArc<ChannelResource>, payload: Binary<'a>) -> Term<'a> {
-    match channel
-        .channel
-        .send(payload.as_slice(), || Box::new(KeptBinary::new(payload)))
-    {
+fn send<'a>(
+    env: Env<'a>,
+    channel: ResourceArc<ChannelResource>,
+    payload: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let binaries = payload_binaries(payload)?;
+    let parts: Vec<&[u8]> = binaries.iter().map(Binary::as_slice).collect();
+    let sent = channel.channel.send(&parts, || {
+        Box::new(KeptPayload::new(payload, parts_len(&parts)))
+    });
+    Ok(match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(_) => (atoms::error(), atoms::closed()).encode(env),
+    })
+}
+
+/// A payload's binaries: itself, or the elements of an iovec (a list of binaries).
+fn payload_binaries(payload: Term) -> NifResult<Vec<Binary>> {
+    match payload.decode::<Binary>() {
+        Ok(binary) => Ok(vec![binary]),
+        Err(_) => payload.decode::<Vec<Binary>>(),
     }
 }
 
@@ -279,36 +294,36 @@ fn release_incoming(channel: ResourceArc<ChannelResource>) -> Atom {
 }
 
 /// An Erlang binary kept alive (not copied) until the writer thread has written it.
-struct KeptBinary {
+struct KeptPayload {
     env: OwnedEnv,
     term: SavedTerm,
     len: usize,
 }
 
-impl KeptBinary {
-    fn new(payload: Binary) -> Self {
+impl KeptPayload {
+    /// `payload`, a binary or an iovec, kept without copying its binaries.
+    fn new(payload: Term, len: usize) -> Self {
         let env = OwnedEnv::new();
         let term = env.save(payload);
-        KeptBinary {
-            env,
-            term,
-            len: payload.len(),
-        }
+        KeptPayload { env, term, len }
     }
 }
 
-impl Outgoing for KeptBinary {
+impl Outgoing for KeptPayload {
     fn len(&self) -> usize {
         self.len
     }
 
-    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    fn with_parts(&self, f: &mut dyn FnMut(Parts) -> io::Result<()>) -> io::Result<()> {
         self.env
-            .run(|env| match self.term.load(env).decode::<Binary>() {
-                Ok(binary) => f(binary.as_slice()),
+            .run(|env| match payload_binaries(self.term.load(env)) {
+                Ok(binaries) => {
+                    let parts: Vec<&[u8]> = binaries.iter().map(Binary::as_slice).collect();
+                    f(&parts)
+                }
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "saved payload is not a binary",
+                    "saved payload is not a binary or an iovec",
                 )),
             })
     }
