@@ -51,11 +51,13 @@ config(Args) ->
                 #{boot_n => 5, calls => 1200, lat_pairs => 6, sizes => [1, 10], tput_reps => 1,
                   lines => 2000, console_reps => 1, npeers => 50, conc_reps => 1,
                   conc_modes => [standard_io, tcp, dist], codec_mb => 10, codec_reps => 2,
+                  tput_modes => [standard_io, standard_io_peer_codec, tcp],
                   out => "bench/RESULTS-quick.md"};
             full ->
                 #{boot_n => 10, calls => 3000, lat_pairs => 10, sizes => [1, 10, 100], tput_reps => 3,
                   lines => 10000, console_reps => 5, npeers => 50, conc_reps => 3,
                   conc_modes => [standard_io, tcp, dist], codec_mb => 10, codec_reps => 3,
+                  tput_modes => [standard_io, standard_io_peer_codec, tcp],
                   out => "bench/RESULTS.md"}
         end,
     Base = Defaults#{mode => Mode,
@@ -69,6 +71,7 @@ option(Arg, Cfg) ->
             case K of
                 sizes -> Cfg#{sizes => ints(Value)};
                 conc_modes -> Cfg#{conc_modes => atoms(Value)};
+                tput_modes -> Cfg#{tput_modes => atoms(Value)};
                 only -> Cfg#{sections => atoms(Value)};
                 out -> Cfg#{out => Value};
                 _ when is_map_key(K, Cfg) -> Cfg#{K => list_to_integer(Value)};
@@ -227,13 +230,13 @@ latency_case(Mode, Calls) ->
 %%--------------------------------------------------------------------
 %% payload throughput, with the long_schedule check
 
-throughput(#{sizes := Sizes, tput_reps := Reps}) ->
+throughput(#{sizes := Sizes, tput_reps := Reps, tput_modes := Modes}) ->
     Collector = spawn_link(fun () -> collector([]) end),
     _ = erlang:system_monitor(Collector, [{long_schedule, 1}]),
     Block = rand:bytes(?BLOCK_SIZE),
     Results =
         [{Mode, isolate(fun () -> throughput_case(Mode, Sizes, Reps, Block) end, 3600000)}
-         || Mode <- [standard_io, standard_io_peer_codec, tcp]],
+         || Mode <- Modes],
     _ = erlang:system_monitor(undefined),
     Collector ! {get, self()},
     Events = receive {events, Es} -> Es after 10000 -> [] end,
@@ -478,7 +481,7 @@ record_locations(Mode, L) ->
 %% included; not the time the OS gave the CPU to others, such as the busy peer VM,
 %% which made single calls of 200 us take 2-4 ms of wall time).
 
-nif_calls(#{sizes := Sizes}) ->
+nif_calls(#{sizes := Sizes, tput_modes := Modes}) ->
     Block = rand:bytes(?BLOCK_SIZE),
     [begin
          Res = isolate(fun () -> nif_calls_case(Mode, Sizes, Block) end, 3600000),
@@ -498,7 +501,7 @@ nif_calls(#{sizes := Sizes}) ->
          row(io_lib:format("rpeer_nif calls over 1 ms (and the longest) of the controller moving ~s MiB "
                            "each way (stock: no NIFs)", [lists:join(", ", [integer_to_list(S) || S <- Sizes])]),
              Mode, nif_events, lower, #{peer => {ok, none}, rpeer => Fig})
-     end || Mode <- [standard_io, standard_io_peer_codec, tcp]].
+     end || Mode <- Modes].
 
 nif_calls_case(Mode, Sizes, Block) ->
     {ok, P, _} = start_peer(rpeer, Mode),

@@ -20,7 +20,8 @@
 %%
 %% == Protocol ==
 %% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
-%% installed where it runs. Frames are `term_to_binary' of:
+%% installed where it runs. Frames are the external term format of (the origin sends
+%% `term_to_iovec/1''s binaries, so a large binary goes out uncopied):
 %%  origin to peer: `{call, Seq, M, F, A}', `{cast, M, F, A}', `{message, To, Msg}',
 %%                  `{io_reply, From, ReplyAs, Reply}';
 %%  peer to origin: `{started, Node}', `{reply, Seq, Class, Result}',
