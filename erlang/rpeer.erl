@@ -62,7 +62,7 @@
 -include_lib("kernel/include/file.hrl").
 
 -ifdef(TEST).
--export([find_executable/2]).
+-export([find_executable/2, frame_term/1]).
 -endif.
 
 %% gen_server callbacks
@@ -161,6 +161,11 @@
 
 %% Largest frame accepted from a tcp peer (the standard_io decoder has the same bound).
 -define(MAX_FRAME, 256 * 1024 * 1024).
+
+%% frame_term/1: frames from this size on (the NIF's resource binaries) give a binary
+%%  ending their tuple as a sub-binary; its BINARY_EXT is looked for in this many bytes.
+-define(SHARED_BINARY_FRAME, 65536).
+-define(SHARED_BINARY_PREFIX, 1024).
 
 %% How much of the peer's latest console and stderr output is kept, for boot failures.
 -define(OUTPUT_TAIL, 4096).
@@ -1057,13 +1062,53 @@ maybe_stop(Reason, State) ->
 
 %% Handles one frame from the alternative connection, forwarding as needed.
 handle_frame(Frame, State) ->
-    try binary_to_term(Frame) of
+    try frame_term(Frame) of
         Term ->
             handle_alternative_data(Term, State)
     catch
         error:badarg ->
             logger:warning("rpeer: ignoring a frame that is not a valid term: ~P", [Frame, 20]),
             State
+    end.
+
+%% binary_to_term/1 of a frame, except that a large binary ending the frame's tuple (a
+%%  reply {reply, Seq, ok, Bin}, a message {message, To, Bin}) is a sub-binary of the
+%%  frame instead of a copy: a 1 MiB reply is not copied once more (the frame of 64 KiB
+%%  and more is the NIF's resource binary already), 100 MiB are not copied into fresh
+%%  memory. The element's start is found by decoding the elements before it as a tuple
+%%  one shorter: a candidate start P is the binary's only when they end exactly at P and
+%%  a BINARY_EXT there runs exactly to the frame's end. Anything else is binary_to_term/1.
+-spec frame_term(binary()) -> term().
+frame_term(<<131, 104, Arity, _/binary>> = Frame)
+  when Arity > 0, byte_size(Frame) >= ?SHARED_BINARY_FRAME ->
+    case ending_binary(Frame, 3, min(byte_size(Frame) - 5, ?SHARED_BINARY_PREFIX)) of
+        {ok, Start, Size} ->
+            <<_:3/binary, Elements:(Start - 3)/binary, _/binary>> = Frame,
+            Head = <<131, 104, (Arity - 1), Elements/binary>>,
+            try binary_to_term(Head, [used]) of
+                {Before, Used} when Used =:= byte_size(Head) ->
+                    erlang:append_element(Before, binary:part(Frame, Start + 5, Size));
+                _ ->
+                    binary_to_term(Frame)
+            catch
+                error:badarg ->
+                    binary_to_term(Frame)
+            end;
+        error ->
+            binary_to_term(Frame)
+    end;
+frame_term(Frame) ->
+    binary_to_term(Frame).
+
+%% A BINARY_EXT at Start (at most Last) whose bytes end the frame: {ok, Start, Size}.
+ending_binary(_Frame, Start, Last) when Start > Last ->
+    error;
+ending_binary(Frame, Start, Last) ->
+    case Frame of
+        <<_:Start/binary, 109, Size:32, Rest/binary>> when byte_size(Rest) =:= Size ->
+            {ok, Start, Size};
+        _ ->
+            ending_binary(Frame, Start + 1, Last)
     end.
 
 handle_alternative_data({io_request, From, FromRef, IoReq}, #peer_state{connection = Conn} = State) ->

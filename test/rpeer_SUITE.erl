@@ -37,6 +37,7 @@
 %% Test cases: no connection kind
 -export([
     random_name_default/0, random_name_default/1,
+    frame_term_is_binary_to_term/0, frame_term_is_binary_to_term/1,
     random_name_prefix/0, random_name_prefix/1,
     boot_failed_start_link/0, boot_failed_start_link/1,
     boot_failed_start/0, boot_failed_start/1,
@@ -146,7 +147,7 @@ groups() ->
 
 common_cases() ->
     [random_name_default, random_name_prefix, boot_failed_start_link, boot_failed_start,
-     exec_not_found].
+     exec_not_found, frame_term_is_binary_to_term].
 
 dist_cases() ->
     [start_link_0, dist_no_alternative, dist_disconnect, dist_disconnect_crash,
@@ -255,6 +256,39 @@ receive_down(MRef, Timeout) ->
 
 %%--------------------------------------------------------------------
 %% Cases: no connection kind
+
+frame_term_is_binary_to_term() ->
+    [{doc, "A frame is decoded as binary_to_term/1 decodes it, whatever its shape; a large "
+      "binary ending a large frame's tuple (a reply, a message) is a sub-binary of the "
+      "frame, not a copy"}].
+
+frame_term_is_binary_to_term(Config) when is_list(Config) ->
+    Big = rand:bytes(1024 * 1024),
+    Size = byte_size(Big),
+    Terms = [{reply, 1, ok, Big}, {reply, 109, ok, Big}, {reply, 1 bsl 40, error, Big},
+             {message, self(), Big}, {message, some_registered_name, Big}, {Big},
+             {reply, 7, ok, {ok, Big}}, {reply, 7, ok, [Big]}, {reply, 7, ok, #{Big => Big}},
+             {reply, 7, ok, <<Big/binary, 1:3>>}, {reply, 7, ok, binary:part(Big, 0, 100)},
+             [Big], Big, {reply, 7, ok, lists:seq(1, 100000)}, {reply, 1, ok, <<>>},
+             %% a candidate BINARY_EXT header inside the element before, whose size would
+             %% run to the frame's end (the element is <<109, Size + 5:32>>)
+             {<<109, (Size + 5):32>>, Big},
+             {reply, 1, ok, small}],
+    [begin
+         Frame = term_to_binary(Term),
+         ?assertEqual(Term, rpeer:frame_term(Frame)),
+         Compressed = term_to_binary(Term, [compressed]),
+         ?assertEqual(Term, rpeer:frame_term(Compressed))
+     end || Term <- Terms],
+    %% shared, not copied: the reply's binary is a part of the frame
+    ReplyFrame = term_to_binary({reply, 1, ok, Big}),
+    {reply, 1, ok, Shared} = rpeer:frame_term(ReplyFrame),
+    ?assertEqual(byte_size(ReplyFrame), binary:referenced_byte_size(Shared)),
+    %% a small frame is decoded as it is
+    {reply, 1, ok, Small} = rpeer:frame_term(term_to_binary({reply, 1, ok, <<0:8000>>})),
+    ?assertEqual(1000, byte_size(Small)),
+    %% not a term: the same error as binary_to_term/1
+    ?assertError(badarg, rpeer:frame_term(<<131, 104, 2, 109, 0:(70000 * 8)>>)).
 
 random_name_default() ->
     [{doc, "random_name/0 is \"peer-N-OsPid\" and unique on each call"}].
@@ -550,6 +584,9 @@ call_large_binary(Config) when is_list(Config) ->
     Zeros = rpeer:call(Peer, binary, copy, [<<0>>, ?LARGE], 30000),
     ?assertEqual(?LARGE, byte_size(Zeros)),
     ?assertEqual(<<0:(?LARGE * 8)>>, Zeros),
+    %% a part of the reply's frame as it came in (the NIF's resource binary, whose
+    %% referenced size is its handle's), not a binary of its own, as a copy would be
+    ?assertNotEqual(?LARGE, binary:referenced_byte_size(Zeros)),
     rpeer:stop(Peer).
 
 call_large_term() ->
