@@ -163,7 +163,8 @@
 -define(MAX_FRAME, 256 * 1024 * 1024).
 
 %% frame_term/1: frames from this size on (the NIF's resource binaries) give a binary
-%%  ending their tuple as a sub-binary; its BINARY_EXT is looked for in this many bytes.
+%%  ending their tuple as a sub-binary; its BINARY_EXT is looked for in this many bytes,
+%%  so the rest of the frame that the sub-binary keeps alive is at most that.
 -define(SHARED_BINARY_FRAME, 65536).
 -define(SHARED_BINARY_PREFIX, 1024).
 
