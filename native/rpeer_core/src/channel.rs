@@ -372,15 +372,7 @@ impl Out {
     /// encoded bytes still to write.
     fn write_now(&mut self, payload: Parts) -> io::Result<Option<Vec<u8>>> {
         let mut buf = self.take_buf();
-        if let [whole] = payload {
-            codec::encode_frame(whole, &mut buf);
-        } else {
-            let mut encoder = FrameEncoder::new(parts_len(payload), &mut buf);
-            payload
-                .iter()
-                .for_each(|part| encoder.chunk(part, &mut buf));
-            encoder.finish(&mut buf);
-        }
+        codec::encode_frame_parts(payload, &mut buf);
         let rest = self.write_buffered(buf)?;
         Ok((!rest.is_empty()).then_some(rest))
     }
@@ -674,6 +666,17 @@ pub(crate) mod tests {
         assert!(reading.join().expect("reader") == vec![small, large]);
     }
 
+    /// A standard_io channel writing into a pipe, and the thread decoding what comes out
+    /// of it: the frames, in order, once the channel is closed.
+    fn nibble_channel() -> (Channel, JoinHandle<Vec<Vec<u8>>>) {
+        let (read_end, write_end) = sys::pipe().expect("pipe");
+        let shared = Shared::new().expect("shared");
+        let (queue, frames) = queue();
+        spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
+        let channel = Channel::new(Some(queue), shared, None);
+        (channel, decode_all(read_end))
+    }
+
     /// A payload sent as parts (as an Erlang iovec is), kept as its parts.
     struct PartsPayload(Vec<Vec<u8>>);
 
@@ -742,12 +745,7 @@ pub(crate) mod tests {
 
     #[test]
     fn payloads_sent_as_parts_arrive_as_their_concatenation() {
-        let (read_end, write_end) = sys::pipe().expect("pipe");
-        let shared = Shared::new().expect("shared");
-        let (queue, frames) = queue();
-        spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
-        let channel = Channel::new(Some(queue), shared, None);
-        let reading = decode_all(read_end);
+        let (channel, reading) = nibble_channel();
         let mut expected = Vec::new();
         for (parts, whole) in parted_payloads() {
             send_parts(&channel, parts).expect("send");
@@ -759,12 +757,7 @@ pub(crate) mod tests {
 
     #[test]
     fn frames_sent_around_a_started_frame_keep_their_order() {
-        let (read_end, write_end) = sys::pipe().expect("pipe");
-        let shared = Shared::new().expect("shared");
-        let (queue, frames) = queue();
-        spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
-        let channel = Channel::new(Some(queue), shared, None);
-        let reading = decode_all(read_end);
+        let (channel, reading) = nibble_channel();
         let sent = vec![
             payload(10, 3),
             payload(5 * INLINE_MAX, 4),

@@ -91,9 +91,18 @@ pub fn encode_nibbles(bytes: &[u8], out: &mut Vec<u8>) {
 /// # Panics
 /// If `payload` is longer than `u32::MAX` bytes, which the format cannot express.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(encoded_len(payload.len()));
-    let mut encoder = FrameEncoder::new(payload.len(), out);
-    encoder.chunk(payload, out);
+    encode_frame_parts(&[payload], out);
+}
+
+/// Appends the whole encoded frame whose payload is `parts`, in order.
+///
+/// # Panics
+/// If the parts add up to more than `u32::MAX` bytes, which the format cannot express.
+pub fn encode_frame_parts(parts: &[&[u8]], out: &mut Vec<u8>) {
+    let len = parts.iter().map(|part| part.len()).sum();
+    out.reserve(encoded_len(len));
+    let mut encoder = FrameEncoder::new(len, out);
+    parts.iter().for_each(|part| encoder.chunk(part, out));
     encoder.finish(out);
 }
 

@@ -360,6 +360,27 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10)).expect("event")
     }
 
+    /// Connects as the peer, once the channel accepted the connection.
+    fn connect_peer(port: u16, rx: &Receiver<Event>) -> TcpStream {
+        let peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert_eq!(next(rx), Event::Accepted);
+        peer
+    }
+
+    /// Reads the next frame as the peer and checks it is `expected`, length prefix first.
+    fn expect_frame(peer: &mut TcpStream, expected: &[u8]) {
+        let mut header = [0u8; 4];
+        peer.read_exact(&mut header).expect("header");
+        assert_eq!(u32::from_be_bytes(header) as usize, expected.len());
+        let mut payload = vec![0u8; expected.len()];
+        peer.read_exact(&mut payload).expect("payload");
+        assert!(
+            payload == expected,
+            "frame of {} bytes garbled",
+            expected.len()
+        );
+    }
+
     #[test]
     fn frames_travel_both_ways_with_length_prefix() {
         let (channel, incoming, rx, port) =
@@ -368,8 +389,7 @@ mod tests {
         channel
             .send_vec(b"queued before accept".to_vec())
             .expect("send");
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         let mut got = [0u8; 4 + 20];
         peer.read_exact(&mut got).expect("read");
         assert_eq!(&got[..4], &20u32.to_be_bytes());
@@ -389,8 +409,7 @@ mod tests {
     fn a_large_frame_is_read_on_the_thread_then_the_port_reads_on() {
         let (channel, incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         let big: Vec<u8> = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
         let mut wire = (big.len() as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(&big);
@@ -426,8 +445,7 @@ mod tests {
     fn large_frames_written_partly_by_the_caller_arrive_whole_and_in_order() {
         let (channel, _incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         // The peer reads nothing yet: the socket takes part of the first frames, the
         // rest waits for the writer thread, behind which later frames queue.
         let frames: Vec<Vec<u8>> = (0..12u8)
@@ -446,12 +464,7 @@ mod tests {
             channel.send_vec(frame.clone()).expect("send");
         }
         for frame in &frames {
-            let mut header = [0u8; 4];
-            peer.read_exact(&mut header).expect("header");
-            assert_eq!(u32::from_be_bytes(header) as usize, frame.len());
-            let mut payload = vec![0u8; frame.len()];
-            peer.read_exact(&mut payload).expect("payload");
-            assert!(payload == *frame, "frame of {} bytes garbled", frame.len());
+            expect_frame(&mut peer, frame);
         }
     }
 
@@ -459,19 +472,13 @@ mod tests {
     fn payloads_sent_as_parts_arrive_whole_with_their_length() {
         let (channel, _incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         let payloads = crate::channel::tests::parted_payloads();
         for (parts, _) in &payloads {
             crate::channel::tests::send_parts(&channel, parts.clone()).expect("send");
         }
         for (_, whole) in &payloads {
-            let mut header = [0u8; 4];
-            peer.read_exact(&mut header).expect("header");
-            assert_eq!(u32::from_be_bytes(header) as usize, whole.len());
-            let mut payload = vec![0u8; whole.len()];
-            peer.read_exact(&mut payload).expect("payload");
-            assert!(payload == *whole, "frame of {} bytes garbled", whole.len());
+            expect_frame(&mut peer, whole);
         }
     }
 
@@ -479,8 +486,7 @@ mod tests {
     fn a_reset_connection_is_reported_as_closed() {
         let (_channel, incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        let peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let peer = connect_peer(port, &rx);
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -512,8 +518,7 @@ mod tests {
     #[test]
     fn oversized_declared_frame_closes_the_channel() {
         let (channel, incoming, rx, port) = loopback_channel(Duration::from_secs(10), 16);
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         peer.write_all(&1000u32.to_be_bytes()).expect("write");
         assert_eq!(
             port_events(&incoming, 1),
@@ -532,8 +537,7 @@ mod tests {
     fn close_ends_the_connection_for_the_peer() {
         let (channel, _incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
-        let mut peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let mut peer = connect_peer(port, &rx);
         channel.send_vec(b"last".to_vec()).expect("send");
         channel.close();
         let mut rest = Vec::new();
@@ -560,8 +564,7 @@ mod tests {
         );
         // SAFETY: getpgrp() only returns this process's group id.
         channel.expect_peer(ProcessId::from(unsafe { libc::getpgrp() } as u32));
-        let _peer = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        assert_eq!(next(&rx), Event::Accepted);
+        let _peer = connect_peer(port, &rx);
     }
 
     #[test]
