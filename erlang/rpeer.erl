@@ -16,7 +16,8 @@
 %%  What comes back is the exception (the peer's stdout, the tcp connection): the
 %%  controller reads it through a port, as peer reads its standard_io (the VM polls the
 %%  descriptor, so a reply wakes the controller directly), and the NIF decodes what the
-%%  port delivers; the rest of a large frame is read on a thread of the NIF.
+%%  port delivers; the rest of a large frame, and the frames after it while they are
+%%  large too, are read on a thread of the NIF.
 %%
 %% == Protocol ==
 %% The peer node runs OTP's own peer module (`-user peer'), so nothing needs to be
@@ -379,9 +380,12 @@ start_reading(Source, Channel, #peer_state{incoming = Incoming} = State) ->
             State#peer_state{incoming = Incoming#{Source => {fd_port(Fd), Channel}}}
     end.
 
-%% Who reads an incoming stream next: a new port (after a large frame came in on the
-%%  thread), or the channel's thread.
+%% Who reads an incoming stream next: a new port (after large frames came in on the
+%%  thread), or the channel's thread. The reply to the frame just handled goes to a
+%%  caller that may wait in our scheduler's run queue: it runs before the port opens
+%%  (~50 us).
 reading(Source, port, State) ->
+    erlang:yield(),
     start_reading(Source, incoming_channel(Source, State), State);
 reading(Source, thread, #peer_state{incoming = Incoming} = State) ->
     State#peer_state{incoming = Incoming#{Source := {thread, incoming_channel(Source, State)}}}.
@@ -529,7 +533,7 @@ channel_event(launcher, {frame, _Frame}, #peer_state{launcher = {_, Launcher, _}
     ok = rpeer_nif:ack(Launcher, 1),
     {ok, State};
 
-%% the large frame is in: a port reads the stream again
+%% the large frames are in: a port reads the stream again
 channel_event(Source, resume, #peer_state{incoming = Incoming} = State)
   when element(1, map_get(Source, Incoming)) =:= thread ->
     {ok, reading(Source, port, State)};
@@ -605,8 +609,9 @@ decode_incoming(Source, Bytes, State) ->
 
 %% A large frame is coming: a port reads 64 KiB at a time, a message each, so the port
 %%  is closed, what the stream holds of the frame is read at once, and the channel's
-%%  thread reads the rest in large reads. What the port read before it closed is
-%%  decoded first: maybe the frame, or the stream, ended there.
+%%  thread reads on in large reads (the frame's rest, and the frames after it while
+%%  they are large). What the port read before it closed is decoded first: maybe the
+%%  frame, or the stream, ended there.
 read_large_frame(Source, #peer_state{incoming = Incoming} = State) ->
     {Port, Channel} = maps:get(Source, Incoming),
     true = erlang:port_close(Port),

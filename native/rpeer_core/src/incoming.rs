@@ -8,8 +8,11 @@
 //! one thread, not a channel thread and then a scheduler. A port reads 64 KiB at a time,
 //! a message each: when a large frame is coming, the owner closes the port, reads what
 //! the stream holds already ([`Incoming::read_now`]) and has the channel's thread read
-//! the frame's rest in big reads ([`Incoming::read_on_thread`]); the thread hands the
-//! stream back (`Resume`) once the frame is in.
+//! on ([`Incoming::read_on_thread`]): the frame's rest in big reads, straight into the
+//! frame, and the frames after it while they are large too (large replies often come
+//! in a series, and closing a port and opening the next costs ~100 us); the thread
+//! hands the stream back (`Resume`) once a stretch of frames up to a read that ends
+//! between frames was small, or very large.
 //!
 //! A closed port leaves its descriptor *blocking* (ERTS resets O_NONBLOCK when an fd
 //! port stops, and the flag belongs to every duplicate of the descriptor): every read
@@ -31,6 +34,13 @@ pub const READ_BUFFER: usize = 256 * 1024;
 /// The rest of a frame from which reading it on a thread pays (raw bytes): well over
 /// one port read (64 KiB), so that small frames never leave the port.
 pub const THREAD_READ_FROM: usize = 256 * 1024;
+
+/// The channel's thread keeps the stream after a large stretch only under this size
+/// (see [`Incoming::read_on_thread`]): a series of 1 MiB replies stays on the thread
+/// (~10 % faster than a port close and open each), while a frame past it starts on a
+/// port again, whose decoder allocates it on a VM scheduler (10 MiB replies read wholly
+/// on the thread, allocated there, ran 10-20 % slower).
+pub const LINGER_BELOW: usize = 4 * 1024 * 1024;
 
 /// How long the owner goes on reading a large frame itself (see [`Incoming::read_now`]):
 /// the rest of a 1 MiB tcp reply (~100 us), or of a standard_io one read and decoded
@@ -77,6 +87,34 @@ enum ReadOutcome {
     /// `read` bytes were read and decoded; the raw bytes the frame being received still
     /// misses.
     Decoded { read: usize, missing: usize },
+    /// What was read is decoded, up to a point between frames; whether the channel's
+    /// thread keeps the stream from there (see [`Incoming::read_on_thread`]).
+    BetweenFrames { linger: bool },
+}
+
+/// A stream's decoder, and the raw bytes it was fed since the stream was last between
+/// frames (by whichever reader).
+struct Decoding {
+    decoder: Box<dyn StreamDecoder>,
+    stretch: usize,
+}
+
+impl Decoding {
+    /// Feeds `read` bytes to the decoder (`bytes`, or as many already put in the payload
+    /// in progress); what that read did.
+    fn feed(&mut self, bytes: &[u8], read: usize, out: &mut Vec<Event>) -> ReadOutcome {
+        self.decoder.feed(bytes, out);
+        self.stretch = self.stretch.saturating_add(read);
+        match self.decoder.awaiting() {
+            0 => {
+                let stretch = std::mem::take(&mut self.stretch);
+                ReadOutcome::BetweenFrames {
+                    linger: (THREAD_READ_FROM..LINGER_BELOW).contains(&stretch),
+                }
+            }
+            missing => ReadOutcome::Decoded { read, missing },
+        }
+    }
 }
 
 /// The origin's end of a stream from the peer, read by the owner, and its decoder.
@@ -90,9 +128,9 @@ struct Shared {
     /// released (the owner closed the port that read it).
     fd: Mutex<Option<OwnedFd>>,
     released: AtomicBool,
-    decoding: Mutex<Box<dyn StreamDecoder>>,
-    /// The owner asked the channel's thread to read a large frame; cleared by the thread
-    /// before it hands the stream back.
+    decoding: Mutex<Decoding>,
+    /// The owner asked the channel's thread to read on (a large frame); cleared by the
+    /// thread before it hands the stream back.
     requested: AtomicBool,
     /// Tells the channel's thread that `requested` (or `fd`) changed.
     wake: sys::Waker,
@@ -109,7 +147,10 @@ impl Incoming {
             shared: Arc::new(Shared {
                 fd: Mutex::new(None),
                 released: AtomicBool::new(false),
-                decoding: Mutex::new(decoder),
+                decoding: Mutex::new(Decoding {
+                    decoder,
+                    stretch: 0,
+                }),
                 requested: AtomicBool::new(false),
                 wake: sys::Waker::new()?,
                 read_bytes: AtomicU64::new(0),
@@ -131,7 +172,10 @@ impl Incoming {
     /// Decodes bytes read from the descriptor into events. Returns whether a large frame
     /// is coming, whose rest is faster read on the channel's thread.
     pub fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> bool {
-        self.shared.decode(bytes, out) >= THREAD_READ_FROM
+        matches!(
+            self.shared.decode(bytes, out),
+            ReadOutcome::Decoded { missing, .. } if missing >= THREAD_READ_FROM
+        )
     }
 
     /// Bytes read from the stream so far: whether it is still written to.
@@ -142,16 +186,16 @@ impl Incoming {
     /// The stream ended: the decoder says what that means (held-back console text, the
     /// end of a connection).
     pub fn finish(&self, out: &mut Vec<Event>) {
-        self.shared.decoding.lock().finish(out);
+        self.shared.decoding.lock().decoder.finish(out);
     }
 
     /// Reads the frame being received as far as the stream holds it now, without
     /// waiting, for about [`READ_NOW_TIME`]: a large frame's start (often all of a 1 MiB
     /// one) is there already when the owner sees the frame begin, and reading it here
-    /// spares waiting for the channel's thread to wake up. Returns whether a large frame is still coming, whose
-    /// rest [`Incoming::read_on_thread`] reads; else (also at the end of the stream, or on
-    /// an error, which a port then sees) a port can read on. Call only while nothing else
-    /// reads the stream.
+    /// spares waiting for the channel's thread to wake up. Returns whether the channel's
+    /// thread reads on ([`Incoming::read_on_thread`]): the rest of the frame, or the
+    /// frames after it; else a port reads on (also at the end of the stream, or on an
+    /// error, which a port then sees). Call only while nothing else reads the stream.
     pub fn read_now(&self, out: &mut Vec<Event>) -> bool {
         self.read_for(READ_NOW_TIME, out)
     }
@@ -164,28 +208,28 @@ impl Incoming {
         let mut buf = self.shared.read_now_buf.lock();
         buf.resize(READ_BUFFER, 0);
         let started = Instant::now();
-        let mut missing = self.shared.decoding.lock().awaiting();
         let mut step = READ_NOW_FIRST_STEP;
         loop {
             let read_at = Instant::now();
             match self.shared.read_some(&mut stream, &mut buf, step, out) {
-                ReadOutcome::Nothing => break,
-                ReadOutcome::Ended | ReadOutcome::Decoded { missing: 0, .. } => return false,
-                ReadOutcome::Decoded { read, missing: now } => {
-                    missing = now;
+                ReadOutcome::Nothing => return true,
+                ReadOutcome::Ended => return false,
+                ReadOutcome::BetweenFrames { linger } => return linger,
+                ReadOutcome::Decoded { read, .. } => {
                     let Some(left) = time.checked_sub(started.elapsed()) else {
-                        break;
+                        return true;
                     };
                     step = next_step(read, read_at.elapsed(), left);
                 }
             }
         }
-        missing >= THREAD_READ_FROM
     }
 
-    /// Has the channel's thread read the stream until a read ends with no frame
-    /// unfinished, delivering its events, then `Resume` (also at the end of the stream,
-    /// which the owner's port then sees). Call only while nothing else reads it.
+    /// Has the channel's thread read the stream, delivering its events, until a read
+    /// ends between frames after a stretch (the raw bytes since the stream was last
+    /// between frames, whoever read them) under [`THREAD_READ_FROM`] or from
+    /// [`LINGER_BELOW`] on, then `Resume` (also at the end of the stream, which the
+    /// owner's port then sees). Call only while nothing else reads it.
     pub fn read_on_thread(&self) {
         self.shared.requested.store(true, Ordering::Release);
         self.shared.wake.wake();
@@ -247,7 +291,7 @@ impl Shared {
         out: &mut Vec<Event>,
     ) -> ReadOutcome {
         let mut decoding = self.decoding.lock();
-        if let Some((payload, len)) = decoding.payload_in_progress() {
+        if let Some((payload, len)) = decoding.decoder.payload_in_progress() {
             let rest = len - payload.len();
             let spare = &mut payload.spare_capacity_mut()[..rest];
             let want = spare.len().min(max);
@@ -260,11 +304,7 @@ impl Shared {
                     // SAFETY: read(2) initialised these `n` bytes, within the capacity.
                     unsafe { payload.set_len(payload.len() + n as usize) };
                     self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
-                    decoding.feed(&[], out);
-                    ReadOutcome::Decoded {
-                        read: n as usize,
-                        missing: decoding.awaiting(),
-                    }
+                    decoding.feed(&[], n as usize, out)
                 }
                 0 => ReadOutcome::Ended,
                 _ => match io::Error::last_os_error().kind() {
@@ -278,21 +318,15 @@ impl Shared {
         match stream.read(&mut buf[..limit]) {
             None => ReadOutcome::Nothing,
             Some([]) => ReadOutcome::Ended,
-            Some(bytes) => ReadOutcome::Decoded {
-                read: bytes.len(),
-                missing: self.decode(bytes, out),
-            },
+            Some(bytes) => self.decode(bytes, out),
         }
     }
 
-    /// Decodes bytes read from the stream, by the port or the thread; returns the raw
-    /// bytes still missing from the frame being received.
-    fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+    /// Decodes bytes read from the stream, by the port or the thread.
+    fn decode(&self, bytes: &[u8], out: &mut Vec<Event>) -> ReadOutcome {
         self.read_bytes
             .fetch_add(bytes.len() as u64, Ordering::AcqRel);
-        let mut decoding = self.decoding.lock();
-        decoding.feed(bytes, out);
-        decoding.awaiting()
+        self.decoding.lock().feed(bytes, bytes.len(), out)
     }
 }
 
@@ -367,7 +401,7 @@ impl Stream {
 /// when asked. The thread polls [`ThreadRead::poll_fds`] with its own descriptors.
 pub(crate) struct ThreadRead {
     shared: Arc<Shared>,
-    /// The thread's duplicate of the descriptor while it reads a large frame.
+    /// The thread's duplicate of the descriptor while it reads for the owner.
     stream: Option<Stream>,
 }
 
@@ -426,24 +460,26 @@ impl ThreadRead {
         }
     }
 
-    /// Reads for the owner; hands the stream back once a read ends with no frame
-    /// unfinished, or at its end (which the owner's port then sees).
+    /// Reads for the owner; hands the stream back once a read ends between frames after
+    /// a small stretch (see [`Incoming::read_on_thread`]), or at its end (which the
+    /// owner's port then sees).
     fn read(&mut self, buf: &mut [u8], deliver: &mut dyn FnMut(Event)) {
         let Some(stream) = &mut self.stream else {
             return;
         };
         let mut events = Vec::new();
-        let frame_unfinished = match self.shared.read_some(stream, buf, usize::MAX, &mut events) {
+        let keep = match self.shared.read_some(stream, buf, usize::MAX, &mut events) {
             ReadOutcome::Nothing => return,
             ReadOutcome::Ended => false,
-            ReadOutcome::Decoded { missing, .. } => missing > 0,
+            ReadOutcome::Decoded { .. } => true,
+            ReadOutcome::BetweenFrames { linger } => linger,
         };
-        if !frame_unfinished {
+        if !keep {
             // Closed before the owner reads the stream again.
             self.stream = None;
         }
         events.into_iter().for_each(&mut *deliver);
-        if !frame_unfinished {
+        if !keep {
             self.hand_back(deliver);
         }
     }

@@ -300,6 +300,7 @@ impl StreamDecoder for FrameDecoder {
 mod tests {
     use super::*;
     use crate::event::TestSink;
+    use crate::incoming::LINGER_BELOW;
     use crossbeam_channel::{unbounded, Receiver};
     use std::fs::File;
     use std::io::{Read, Write};
@@ -439,6 +440,92 @@ mod tests {
         channel.ack(frames);
         drop(writer.join().expect("writer").expect("write"));
         assert_eq!(port_events(&incoming, 1), [Event::Closed(Failure::Eof)]);
+    }
+
+    /// Writes `payload` as one frame, as the peer.
+    fn write_frame(peer: &mut TcpStream, payload: &[u8]) {
+        peer.write_all(&(payload.len() as u32).to_be_bytes())
+            .and_then(|()| peer.write_all(payload))
+            .expect("write");
+    }
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+    }
+
+    /// As the owner: a port sees `payload`'s frame begin, then the stream is read at
+    /// once and, if it reads on, by the thread until the frame is in. Returns the events
+    /// and whether the thread reads on.
+    fn large_frame_through_read_now(
+        incoming: &Incoming,
+        rx: &Receiver<Event>,
+        payload: &[u8],
+    ) -> (Vec<Event>, bool) {
+        let mut events = Vec::new();
+        assert!(
+            read_like_a_port(incoming, 1, &mut events),
+            "large frame not seen"
+        );
+        let thread_reads_on = incoming.read_now(&mut events);
+        if thread_reads_on {
+            incoming.read_on_thread();
+        }
+        while !events
+            .iter()
+            .any(|e| matches!(e, Event::Frame(f) if f == payload))
+        {
+            assert!(thread_reads_on, "frame unfinished, yet a port reads on");
+            events.push(next(rx));
+        }
+        (events, thread_reads_on)
+    }
+
+    #[test]
+    fn the_thread_reads_on_while_frames_are_large_then_hands_the_stream_back() {
+        let (channel, incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let mut peer = connect_peer(port, &rx);
+        let (first, second) = (pattern(1024 * 1024, 1), pattern(1024 * 1024, 2));
+        write_frame(&mut peer, &first);
+        let (events, thread_reads_on) = large_frame_through_read_now(&incoming, &rx, &first);
+        assert!(thread_reads_on, "a port reads on after a 1 MiB frame");
+        assert!(
+            !events.contains(&Event::Resume),
+            "handed back after a 1 MiB frame"
+        );
+        // A later large frame: still the thread's, no port in between.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(rx.try_recv().ok(), None, "the thread let go of the stream");
+        write_frame(&mut peer, &second);
+        assert!(
+            next(&rx) == Event::Frame(second),
+            "second large frame garbled"
+        );
+        // A small one: delivered, then the stream is the port's again.
+        write_frame(&mut peer, b"small");
+        assert_eq!(next(&rx), Event::Frame(b"small".to_vec()));
+        assert_eq!(next(&rx), Event::Resume);
+        channel.ack(3);
+        write_frame(&mut peer, b"port");
+        assert_eq!(port_events(&incoming, 1), [Event::Frame(b"port".to_vec())]);
+    }
+
+    #[test]
+    fn after_a_very_large_frame_a_port_reads_on() {
+        let (_channel, incoming, rx, port) =
+            loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
+        let mut peer = connect_peer(port, &rx);
+        let big = pattern(LINGER_BELOW, 3);
+        let mut writing = peer.try_clone().expect("clone");
+        let payload = big.clone();
+        let writer = std::thread::spawn(move || write_frame(&mut writing, &payload));
+        let (mut events, thread_reads_on) = large_frame_through_read_now(&incoming, &rx, &big);
+        writer.join().expect("writer");
+        while thread_reads_on && events.last() != Some(&Event::Resume) {
+            events.push(next(&rx));
+        }
+        write_frame(&mut peer, b"port");
+        assert_eq!(port_events(&incoming, 1), [Event::Frame(b"port".to_vec())]);
     }
 
     #[test]

@@ -248,28 +248,29 @@ fn decode_incoming<'a>(
 
 /// Reads the large frame being received from the incoming stream (its port closed) as
 /// far as the stream holds it now, for about 250 us: `{Events, Next}` as
-/// decode_incoming/2. With `thread`, the channel's thread reads on until the frame is in;
-/// its events come as the channel's: frames (and console text), then `resume` (read it
-/// through a port again).
+/// decode_incoming/2. With `thread`, the channel's thread reads on, the frame's rest and
+/// the frames after it while they are large; its events come as the channel's: frames
+/// (and console text), then `resume` (read it through a port again). With `port`, a port
+/// reads on: after a very large frame, or at the end of the stream (which it reports).
 #[rustler::nif]
 fn read_incoming(env: Env, channel: ResourceArc<ChannelResource>) -> NifResult<Term> {
     let incoming = channel.incoming.as_ref().ok_or(Error::BadArg)?;
     let mut events = Vec::new();
-    let large_frame_next = incoming.read_now(&mut events);
-    if large_frame_next {
+    let thread_reads_on = incoming.read_now(&mut events);
+    if thread_reads_on {
         incoming.read_on_thread();
     }
-    Ok(incoming_events(env, events, large_frame_next))
+    Ok(incoming_events(env, events, thread_reads_on))
 }
 
 /// `{Events, thread | port}`: what a read of the incoming stream completed, and who
 /// reads on.
-fn incoming_events(env: Env, events: Vec<Event>, large_frame_next: bool) -> Term {
+fn incoming_events(env: Env, events: Vec<Event>, thread_reads_on: bool) -> Term {
     let terms: Vec<Term> = events
         .into_iter()
         .map(|event| encode_event(env, event))
         .collect();
-    let next = if large_frame_next {
+    let next = if thread_reads_on {
         atoms::thread()
     } else {
         atoms::port()
