@@ -164,8 +164,9 @@
 -define(MAX_FRAME, 256 * 1024 * 1024).
 
 %% frame_term/1: frames from this size on (the NIF's resource binaries) give a binary
-%%  ending their tuple as a sub-binary; its BINARY_EXT is looked for in this many bytes,
-%%  so the rest of the frame that the sub-binary keeps alive is at most that.
+%%  ending their tuple (or a tuple last in it, as `{ok, Bin}' in a reply) as a
+%%  sub-binary; its BINARY_EXT is looked for in this many bytes, so the rest of the frame
+%%  that the sub-binary keeps alive is at most that.
 -define(SHARED_BINARY_FRAME, 65536).
 -define(SHARED_BINARY_PREFIX, 1024).
 
@@ -1078,22 +1079,27 @@ handle_frame(Frame, State) ->
     end.
 
 %% binary_to_term/1 of a frame, except that a large binary ending the frame's tuple (a
-%%  reply {reply, Seq, ok, Bin}, a message {message, To, Bin}) is a sub-binary of the
-%%  frame instead of a copy: a 1 MiB reply is not copied once more (the frame of 64 KiB
-%%  and more is the NIF's resource binary already), 100 MiB are not copied into fresh
-%%  memory. The element's start is found by decoding the elements before it as a tuple
-%%  one shorter: a candidate start P is the binary's only when they end exactly at P and
-%%  a BINARY_EXT there runs exactly to the frame's end. Anything else is binary_to_term/1.
+%%  reply {reply, Seq, ok, Bin} or {reply, Seq, ok, {ok, Bin}}, a message {message, To,
+%%  Bin}) is a sub-binary of the frame instead of a copy: a 1 MiB reply is not copied
+%%  once more (the frame of 64 KiB and more is the NIF's resource binary already),
+%%  100 MiB are not copied into fresh memory. A candidate start P of the binary is its
+%%  start only when a BINARY_EXT there runs exactly to the frame's end and the bytes
+%%  before P followed by [] decode exactly (so P is where an element starts), with that
+%%  [] the last element of tuples down from the top. Anything else is binary_to_term/1.
 -spec frame_term(binary()) -> term().
 frame_term(<<131, 104, Arity, _/binary>> = Frame)
   when Arity > 0, byte_size(Frame) >= ?SHARED_BINARY_FRAME ->
     case ending_binary(Frame, 3, min(byte_size(Frame) - 5, ?SHARED_BINARY_PREFIX)) of
         {ok, Start, Size} ->
-            <<_:3/binary, Elements:(Start - 3)/binary, _/binary>> = Frame,
-            Head = <<131, 104, (Arity - 1), Elements/binary>>,
-            try binary_to_term(Head, [used]) of
-                {Before, Used} when Used =:= byte_size(Head) ->
-                    erlang:append_element(Before, binary:part(Frame, Start + 5, Size));
+            %% the term with [] (NIL_EXT, one byte) in place of the binary
+            <<Encoded:Start/binary, _/binary>> = Frame,
+            Holed = <<Encoded/binary, 106>>,
+            try binary_to_term(Holed, [used]) of
+                {Term, Used} when Used =:= byte_size(Holed) ->
+                    case fill_hole(Term, binary:part(Frame, Start + 5, Size)) of
+                        {ok, Filled} -> Filled;
+                        error -> binary_to_term(Frame)
+                    end;
                 _ ->
                     binary_to_term(Frame)
             catch
@@ -1105,6 +1111,20 @@ frame_term(<<131, 104, Arity, _/binary>> = Frame)
     end;
 frame_term(Frame) ->
     binary_to_term(Frame).
+
+%% Puts Binary where the [] that ends the encoding is: down from the top, the last
+%%  element of each tuple (the element encoded last). Anything else on the way (a list
+%%  tail, a map's value) is left to binary_to_term/1.
+fill_hole(Tuple, Binary) when tuple_size(Tuple) > 0 ->
+    Last = tuple_size(Tuple),
+    case fill_hole(element(Last, Tuple), Binary) of
+        {ok, Filled} -> {ok, setelement(Last, Tuple, Filled)};
+        error -> error
+    end;
+fill_hole([], Binary) ->
+    {ok, Binary};
+fill_hole(_Term, _Binary) ->
+    error.
 
 %% A BINARY_EXT at Start (at most Last) whose bytes end the frame: {ok, Start, Size}.
 ending_binary(_Frame, Start, Last) when Start > Last ->

@@ -259,8 +259,8 @@ receive_down(MRef, Timeout) ->
 
 frame_term_is_binary_to_term() ->
     [{doc, "A frame is decoded as binary_to_term/1 decodes it, whatever its shape; a large "
-      "binary ending a large frame's tuple (a reply, a message) is a sub-binary of the "
-      "frame, not a copy"}].
+      "binary ending a large frame's tuple (a reply, a message, also {ok, Bin} in a reply) "
+      "is a sub-binary of the frame, not a copy"}].
 
 frame_term_is_binary_to_term(Config) when is_list(Config) ->
     Big = rand:bytes(1024 * 1024),
@@ -273,7 +273,12 @@ frame_term_is_binary_to_term(Config) when is_list(Config) ->
              %% a candidate BINARY_EXT header inside the element before, whose size would
              %% run to the frame's end (the element is <<109, Size + 5:32>>)
              {<<109, (Size + 5):32>>, Big},
-             {reply, 1, ok, small}],
+             {reply, 1, ok, small},
+             %% nested: tuples last in tuples are shared; a list tail, a map value, an
+             %% element not last, a [] before the binary are not (and stay correct)
+             {reply, 7, ok, {ok, {nested, [], Big}}}, {reply, 7, ok, {[], Big}},
+             {reply, 7, ok, [a | Big]}, {reply, 7, ok, #{k => Big}}, {reply, 7, ok, {Big, []}},
+             {reply, 7, ok, {ok, {}, Big}}, {reply, 7, ok, {{<<109, (Size + 5):32>>}, Big}}],
     [begin
          Frame = term_to_binary(Term),
          ?assertEqual(Term, rpeer:frame_term(Frame)),
@@ -284,6 +289,9 @@ frame_term_is_binary_to_term(Config) when is_list(Config) ->
     ReplyFrame = term_to_binary({reply, 1, ok, Big}),
     {reply, 1, ok, Shared} = rpeer:frame_term(ReplyFrame),
     ?assertEqual(byte_size(ReplyFrame), binary:referenced_byte_size(Shared)),
+    NestedFrame = term_to_binary({reply, 1, ok, {ok, {nested, Big}}}),
+    {reply, 1, ok, {ok, {nested, Nested}}} = rpeer:frame_term(NestedFrame),
+    ?assertEqual(byte_size(NestedFrame), binary:referenced_byte_size(Nested)),
     %% a small frame is decoded as it is
     {reply, 1, ok, Small} = rpeer:frame_term(term_to_binary({reply, 1, ok, <<0:8000>>})),
     ?assertEqual(1000, byte_size(Small)),
@@ -587,6 +595,10 @@ call_large_binary(Config) when is_list(Config) ->
     %% a part of the reply's frame as it came in (the NIF's resource binary, whose
     %% referenced size is its handle's), not a binary of its own, as a copy would be
     ?assertNotEqual(?LARGE, binary:referenced_byte_size(Zeros)),
+    %% so is one in a tuple that ends the result, as {ok, Bin}
+    {ok, Nested} = rpeer:call(Peer, erlang, list_to_tuple, [[ok, Bin]], 30000),
+    ?assert(Bin =:= Nested),
+    ?assertNotEqual(?LARGE, binary:referenced_byte_size(Nested)),
     rpeer:stop(Peer).
 
 call_large_term() ->
