@@ -54,8 +54,12 @@ const READ_NOW_TIME: Duration = Duration::from_micros(250);
 /// read costs more per call than per byte: 64 KiB steps made 1 MiB replies 25 % slower).
 const READ_NOW_FIRST_STEP: usize = 64 * 1024;
 
-/// Raw bytes of one read in [`Incoming::read_now`] at most, whatever the rate.
-const READ_NOW_MAX_STEP: usize = 2 * 1024 * 1024;
+/// Raw bytes of one read in [`Incoming::read_now`] at most, whatever the rate: the rate
+/// of a read into memory used before says nothing of the next read's pages, and 256 KiB
+/// of fresh memory take ~0.9 ms of page faults here, so a NIF call stays near 1 ms at
+/// worst (2 MiB steps could take 7 ms). Only the first large frame of a series is read
+/// here now (the channel's thread reads on), so the extra reads cost little.
+const READ_NOW_MAX_STEP: usize = 256 * 1024;
 
 /// How long a dropped [`Incoming`] keeps its descriptor open when the owner never said
 /// that the port reading it is closed: a port closes when its owner dies, maybe just
@@ -527,9 +531,11 @@ mod tests {
     #[test]
     fn reads_at_once_are_sized_by_the_rate_of_the_one_before() {
         let us = Duration::from_micros;
-        // 64 KiB in 8 us (memory used before): the rest of the time takes ~2 MB.
-        assert_eq!(next_step(64 * 1024, us(8), us(240)), 1_966_080);
-        // Faster still: never more than the largest step.
+        // 64 KiB in 60 us: the rest of the time takes ~256 KB.
+        assert_eq!(next_step(64 * 1024, us(60), us(240)), 262_080);
+        // 64 KiB in 8 us (memory used before): ~2 MB would fit, never more than the
+        // largest step.
+        assert_eq!(next_step(64 * 1024, us(8), us(240)), READ_NOW_MAX_STEP);
         assert_eq!(next_step(64 * 1024, us(1), us(240)), READ_NOW_MAX_STEP);
         // 64 KiB in 230 us (fresh memory's page faults): a small last read.
         assert_eq!(next_step(64 * 1024, us(230), us(20)), 5_680);
