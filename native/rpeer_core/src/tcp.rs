@@ -411,11 +411,13 @@ mod tests {
         let (channel, incoming, rx, port) =
             loopback_channel(Duration::from_secs(10), DEFAULT_MAX_FRAME);
         let mut peer = connect_peer(port, &rx);
-        let big: Vec<u8> = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
-        let mut wire = (big.len() as u32).to_be_bytes().to_vec();
-        wire.extend_from_slice(&big);
-        wire.extend_from_slice(&[0, 0, 0, 2, b'o', b'k']);
-        let writer = std::thread::spawn(move || peer.write_all(&wire).map(|()| peer));
+        let big = pattern(3 * 1024 * 1024 + 7, 0);
+        let payload = big.clone();
+        let writer = std::thread::spawn(move || {
+            write_frame(&mut peer, &payload);
+            write_frame(&mut peer, b"ok");
+            peer
+        });
         let mut events = Vec::new();
         assert!(
             read_like_a_port(&incoming, 1, &mut events),
@@ -438,7 +440,7 @@ mod tests {
         assert!(events[0] == Event::Frame(big), "large frame garbled");
         assert_eq!(events[1], Event::Frame(b"ok".to_vec()));
         channel.ack(frames);
-        drop(writer.join().expect("writer").expect("write"));
+        drop(writer.join().expect("writer"));
         assert_eq!(port_events(&incoming, 1), [Event::Closed(Failure::Eof)]);
     }
 
