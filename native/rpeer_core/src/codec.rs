@@ -182,13 +182,17 @@ fn pair(high: u8, low: u8) -> u8 {
 #[inline]
 fn decode_pairs(raw: &[u8], out: &mut [u8]) -> u8 {
     // Fixed-size blocks, with the check folded in, vectorize; pair by pair does not.
-    // One AND per lane, folded once at the end, keeps the check in vector registers.
-    let mut all = [0xFF; 16];
+    // The check ANDs the raw bytes as they lie, one lane each, folded once at the end:
+    // it stays in vector registers and needs no shuffle (checking the pairs as decoded
+    // halved the speed).
+    let mut all = [0xFF; 32];
     let mut blocks = out.chunks_exact_mut(16);
     let mut raws = raw.chunks_exact(32);
     for (o, r) in (&mut blocks).zip(&mut raws) {
+        for (lane, &byte) in all.iter_mut().zip(r) {
+            *lane &= byte;
+        }
         for k in 0..16 {
-            all[k] &= r[2 * k] & r[2 * k + 1];
             o[k] = pair(r[2 * k], r[2 * k + 1]);
         }
     }
@@ -983,7 +987,9 @@ mod tests {
 
     #[test]
     fn large_frame_across_decode_pieces_in_odd_reads() {
-        let payload: Vec<u8> = (0..5 * PIECE + 3).map(|i| (i * 7 + i / 251) as u8).collect();
+        let payload: Vec<u8> = (0..5 * PIECE + 3)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
         let stream = [b"x".to_vec(), frame(&payload), b"y".to_vec()].concat();
         for read in [1, 3, 2 * PIECE - 1, 2 * PIECE + 1, stream.len()] {
             let chunks: Vec<&[u8]> = stream.chunks(read).collect();
