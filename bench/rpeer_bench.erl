@@ -823,23 +823,34 @@ tagged_os_pids([First | Rest]) ->
 %% Waits (up to 60 s) until the peer's OS processes have exited: each of OsPids, found
 %%  before the stop, has no thread left (pgrep alone misses a VM whose main thread has
 %%  exited while its other threads still run: its command line reads empty then), and
-%%  pgrep finds no process with OsTag (nothing re-forked away).
+%%  pgrep finds no process with OsTag (nothing re-forked away). One pid is watched at a
+%%  time, every 1 ms, and the next ones are checked as soon as it is gone: the time is
+%%  still that of the last to go, while the polling (through the file server) stays
+%%  light on the CPUs the exiting processes need, whatever their number (rpeer has two
+%%  per peer: the VM and its rpeer-wait; polling them all every 1 ms loaded rpeer's
+%%  runs more).
 wait_gone(OsTag, OsPids) ->
     wait_gone(OsTag, OsPids, now_us() + 60000000).
 
-wait_gone(OsTag, OsPids, Deadline) ->
-    case {[P || P <- OsPids, not os_process_gone(P)], now_us() > Deadline} of
-        {[], Late} ->
-            case tagged_os_pids(OsTag) of
-                [] -> ok;
-                Left when Late -> {os_processes_left, length(Left)};
-                _ -> timer:sleep(20), wait_gone(OsTag, [], Deadline)
-            end;
-        {Left, true} ->
-            {os_processes_left, length(Left)};
-        {Left, false} ->
+wait_gone(OsTag, [], Deadline) ->
+    case tagged_os_pids(OsTag) of
+        [] ->
+            ok;
+        Left ->
+            case now_us() > Deadline of
+                true -> {os_processes_left, length(Left)};
+                false -> timer:sleep(20), wait_gone(OsTag, [], Deadline)
+            end
+    end;
+wait_gone(OsTag, [OsPid | Rest] = OsPids, Deadline) ->
+    case {os_process_gone(OsPid), now_us() > Deadline} of
+        {true, _} ->
+            wait_gone(OsTag, Rest, Deadline);
+        {false, true} ->
+            {os_processes_left, length([P || P <- OsPids, not os_process_gone(P)])};
+        {false, false} ->
             timer:sleep(1),
-            wait_gone(OsTag, Left, Deadline)
+            wait_gone(OsTag, OsPids, Deadline)
     end.
 
 %% Gone: no /proc entry, or a zombie with no thread left running.
