@@ -822,6 +822,12 @@ mod tests {
         decode_chunks(&mut Decoder::new(), &[bytes])
     }
 
+    /// The events of `bytes` fed in reads of `read` bytes, merged.
+    fn decode_in_reads(bytes: &[u8], read: usize) -> Vec<Event> {
+        let chunks: Vec<&[u8]> = bytes.chunks(read).collect();
+        merged(decode_chunks(&mut Decoder::new(), &chunks))
+    }
+
     fn console(bytes: &[u8]) -> Event {
         Event::Console(bytes.to_vec())
     }
@@ -992,10 +998,9 @@ mod tests {
             .collect();
         let stream = [b"x".to_vec(), frame(&payload), b"y".to_vec()].concat();
         for read in [1, 3, 2 * PIECE - 1, 2 * PIECE + 1, stream.len()] {
-            let chunks: Vec<&[u8]> = stream.chunks(read).collect();
-            let events = decode_chunks(&mut Decoder::new(), &chunks);
+            let events = decode_in_reads(&stream, read);
             assert_eq!(
-                merged(events),
+                events,
                 [console(b"x"), framed(&payload), console(b"y")],
                 "reads of {read}"
             );
@@ -1009,13 +1014,8 @@ mod tests {
         for cut in [16, 17, 18, 2 * PIECE + 5, 2 * PIECE + 6, 5 * PIECE + 1] {
             let stream = [&encoded[..cut], b"!", &encoded[cut..]].concat();
             for read in [7, 2 * PIECE - 3, stream.len()] {
-                let chunks: Vec<&[u8]> = stream.chunks(read).collect();
-                let events = decode_chunks(&mut Decoder::new(), &chunks);
-                assert_eq!(
-                    merged(events),
-                    [console(&stream)],
-                    "cut at {cut}, reads of {read}"
-                );
+                let events = decode_in_reads(&stream, read);
+                assert_eq!(events, [console(&stream)], "cut at {cut}, reads of {read}");
             }
         }
     }
@@ -1258,10 +1258,8 @@ mod tests {
         let stream = [bad.clone(), frame(b"good"), b"\n".to_vec()].concat();
         let expected = [console(&bad), framed(b"good"), console(b"\n")];
         for read in [1, 7, 100, 4096, stream.len()] {
-            let chunks: Vec<&[u8]> = stream.chunks(read).collect();
-            let mut decoder = Decoder::new();
-            let events = decode_chunks(&mut decoder, &chunks);
-            assert_eq!(merged(events), expected, "reads of {read}");
+            let events = decode_in_reads(&stream, read);
+            assert_eq!(events, expected, "reads of {read}");
         }
     }
 
@@ -1282,9 +1280,8 @@ mod tests {
             framed(b"next"),
         ];
         for read in [1, 13, 1000, stream.len()] {
-            let chunks: Vec<&[u8]> = stream.chunks(read).collect();
-            let events = decode_chunks(&mut Decoder::new(), &chunks);
-            assert_eq!(merged(events), expected, "reads of {read}");
+            let events = decode_in_reads(&stream, read);
+            assert_eq!(events, expected, "reads of {read}");
         }
     }
 
@@ -1314,13 +1311,8 @@ mod tests {
             broken[i] &= 0x3F;
             assert!(!is_nibble(broken[i]));
             for read in [1, 5, broken.len()] {
-                let chunks: Vec<&[u8]> = broken.chunks(read).collect();
-                let events = decode_chunks(&mut Decoder::new(), &chunks);
-                assert_eq!(
-                    merged(events),
-                    [console(&broken)],
-                    "byte {i}, reads of {read}"
-                );
+                let events = decode_in_reads(&broken, read);
+                assert_eq!(events, [console(&broken)], "byte {i}, reads of {read}");
             }
         }
     }
