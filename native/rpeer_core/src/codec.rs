@@ -57,8 +57,8 @@ const ENC_HEADER: usize = 2 * HEADER_LEN;
 const ENC_TRAILER: usize = 2 * TRAILER_LEN;
 /// Payload bytes encoded per block, summed just before (the block is then in cache).
 const BLOCK: usize = 16 * 1024;
-/// Payload bytes decoded per piece, into a scratch buffer in L1 cache: the piece is
-/// decoded and checked in one pass, then summed and appended from the scratch.
+/// Payload bytes decoded per piece: the piece is decoded and checked onto the payload in
+/// one pass, then summed while it is still in L1 cache.
 const PIECE: usize = 4 * 1024;
 /// Held buffer capacity above which the buffer is released once empty.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -175,31 +175,35 @@ fn pair(high: u8, low: u8) -> u8 {
     ((high << 2) & 0xF0) | ((low >> 2) & 0x0F)
 }
 
-/// Decodes the nibble pairs of `raw` into `out` (`raw.len() / 2` bytes, a trailing odd
-/// byte is left); returns the AND of all the bytes of `raw`, whose `0xC3` bits are all
-/// set if and only if every byte is a nibble byte. The pairs are decoded whether or not
-/// they are nibble bytes: the caller keeps those before the first other byte.
+/// The 16 bytes encoded by the 32 nibble bytes of `raw`.
+#[inline(always)]
+fn decode_block(raw: &[u8]) -> [u8; 16] {
+    let mut out = [0; 16];
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = pair(raw[2 * k], raw[2 * k + 1]);
+    }
+    out
+}
+
+/// Appends the bytes encoded by the nibble pairs of `raw` onto `payload` (`raw.len() / 2`
+/// of them, a trailing odd byte is left); returns the AND of all the bytes of `raw`,
+/// whose `0xC3` bits are all set if and only if every byte is a nibble byte. The pairs
+/// are decoded whether or not they are nibble bytes: the caller keeps those before the
+/// first other byte.
 #[inline]
-fn decode_pairs(raw: &[u8], out: &mut [u8]) -> u8 {
-    // Fixed-size blocks, with the check folded in, vectorize; pair by pair does not.
-    // The check ANDs the raw bytes as they lie, one lane each, folded once at the end:
-    // it stays in vector registers and needs no shuffle (checking the pairs as decoded
-    // halved the speed).
+fn decode_pairs(raw: &[u8], payload: &mut Vec<u8>) -> u8 {
+    // `extend` from fixed-size blocks writes straight into the payload, vectorized, with
+    // the check folded in (one lane per raw byte, ANDed as they lie: no shuffle).
     let mut all = [0xFF; 32];
-    let mut blocks = out.chunks_exact_mut(16);
-    let mut raws = raw.chunks_exact(32);
-    for (o, r) in (&mut blocks).zip(&mut raws) {
-        for (lane, &byte) in all.iter_mut().zip(r) {
+    let blocks = raw.chunks_exact(32);
+    let rest = blocks.remainder();
+    payload.extend(blocks.flat_map(|block| {
+        for (lane, &byte) in all.iter_mut().zip(block) {
             *lane &= byte;
         }
-        for k in 0..16 {
-            o[k] = pair(r[2 * k], r[2 * k + 1]);
-        }
-    }
-    let rest = raws.remainder();
-    for (o, r) in blocks.into_remainder().iter_mut().zip(rest.chunks_exact(2)) {
-        *o = pair(r[0], r[1]);
-    }
+        decode_block(block)
+    }));
+    payload.extend(rest.chunks_exact(2).map(|r| pair(r[0], r[1])));
     all.iter().chain(rest).fold(0xFF, |acc, &b| acc & b)
 }
 
@@ -207,21 +211,19 @@ fn decode_pairs(raw: &[u8], out: &mut [u8]) -> u8 {
 /// onto `payload`, feeding `crc`, and returns the run's length. If the run is odd, its
 /// last byte, the high half of a pair, is left to the caller.
 ///
-/// One pass over `raw`: a piece at a time is decoded and checked into a scratch buffer
-/// that stays in L1 cache, then summed and appended from there (no zero fill of the
-/// payload first, no second read of `raw` unless the run ends in the piece).
+/// One pass over `raw`: a piece at a time is decoded and checked onto the payload, then
+/// summed there while it is still in cache (no scratch copy, no zero fill; the piece is
+/// read again only if the run ends in it).
 fn decode_run(raw: &[u8], payload: &mut Vec<u8>, crc: &mut crc32fast::Hasher) -> usize {
-    let mut scratch = [0; PIECE];
     for (i, piece) in raw.chunks(2 * PIECE).enumerate() {
-        let decoded = &mut scratch[..piece.len() / 2];
-        let run = if decode_pairs(piece, decoded) & 0xC3 == 0xC3 {
+        let start = payload.len();
+        let run = if decode_pairs(piece, payload) & 0xC3 == 0xC3 {
             piece.len()
         } else {
             nibble_prefix_len(piece)
         };
-        let good = &decoded[..run / 2];
-        crc.update(good);
-        payload.extend_from_slice(good);
+        payload.truncate(start + run / 2);
+        crc.update(&payload[start..]);
         if run < piece.len() {
             return i * 2 * PIECE + run;
         }
