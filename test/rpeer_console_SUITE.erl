@@ -50,17 +50,8 @@ groups() ->
                          duplicate_name_fails_before_boot_timeout]},
      {exec, [parallel], [missing_exec_names_the_path, non_executable_exec_names_the_path]}].
 
-init_per_group(standard_io, Config) ->
-    [{connection, standard_io} | Config];
-init_per_group(tcp, Config) ->
-    [{connection, 0} | Config];
-init_per_group(dist, Config) ->
-    case erlang:is_alive() of
-        true -> Config;
-        false -> {skip, "the origin is not distributed (run with -sname)"}
-    end;
-init_per_group(_Group, Config) ->
-    Config.
+init_per_group(Group, Config) ->
+    rpeer_test_lib:group_mode(Group, Config).
 
 end_per_group(_Group, _Config) ->
     ok.

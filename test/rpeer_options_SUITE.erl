@@ -96,30 +96,13 @@ mode_cases() ->
      post_process_args, post_process_args_input].   %% last two: rpeer-only
 
 init_per_suite(Config) ->
-    OldFlags = os:getenv("ERL_FLAGS"),
-    os:putenv("ERL_FLAGS", "+S1 +SDio 1"),
-    ok = rpeer_test_lib:limiter_start(?MAX_PEERS),
-    [{old_erl_flags, OldFlags} | Config].
+    rpeer_test_lib:suite_setup(Config, ?MAX_PEERS).
 
 end_per_suite(Config) ->
-    rpeer_test_lib:limiter_stop(),
-    case proplists:get_value(old_erl_flags, Config) of
-        false -> os:unsetenv("ERL_FLAGS");
-        Flags -> os:putenv("ERL_FLAGS", Flags)
-    end,
-    ok.
+    rpeer_test_lib:suite_teardown(Config).
 
-init_per_group(dist, Config) ->
-    case erlang:is_alive() of
-        true -> Config;
-        false -> {skip, "dist group needs a distributed origin node (run with --sname)"}
-    end;
-init_per_group(standard_io, Config) ->
-    [{connection, standard_io} | Config];
-init_per_group(tcp, Config) ->
-    [{connection, 0} | Config];
-init_per_group(_Group, Config) ->
-    Config.
+init_per_group(Group, Config) ->
+    rpeer_test_lib:group_mode(Group, Config).
 
 end_per_group(_Group, Config) ->
     proplists:delete(connection, Config).

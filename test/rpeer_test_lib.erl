@@ -22,6 +22,13 @@
 
 -include_lib("stdlib/include/assert.hrl").
 
+%% Suite and group setup
+-export([
+    suite_setup/2,
+    suite_teardown/1,
+    group_mode/2
+]).
+
 %% Modes and peer start
 -export([
     mode/1,
@@ -61,6 +68,47 @@
 ]).
 
 -define(LIMITER, rpeer_test_limiter).
+
+%%--------------------------------------------------------------------
+%% Suite and group setup
+
+%% @doc For init_per_suite: like peer_SUITE, peers get one scheduler and one
+%% dirty I/O thread, so that many boot quickly and do not run out of file
+%% descriptors; the limiter starts with MaxPeers slots.
+-spec suite_setup(proplists:proplist(), pos_integer()) -> proplists:proplist().
+suite_setup(Config, MaxPeers) ->
+    OldFlags = os:getenv("ERL_FLAGS"),
+    os:putenv("ERL_FLAGS", "+S1 +SDio 1"),
+    ok = limiter_start(MaxPeers),
+    [{old_erl_flags, OldFlags} | Config].
+
+%% @doc For end_per_suite: undoes suite_setup/2.
+-spec suite_teardown(proplists:proplist()) -> ok.
+suite_teardown(Config) ->
+    limiter_stop(),
+    case proplists:get_value(old_erl_flags, Config) of
+        false -> os:unsetenv("ERL_FLAGS");
+        Flags -> os:putenv("ERL_FLAGS", Flags)
+    end,
+    ok.
+
+%% @doc For init_per_group: the Config of a mode group (dist, standard_io,
+%% tcp, tcp_ip); any other group's Config is unchanged. The dist group is
+%% skipped when the origin is not distributed.
+-spec group_mode(atom(), proplists:proplist()) -> proplists:proplist() | {skip, string()}.
+group_mode(dist, Config) ->
+    case erlang:is_alive() of
+        true -> Config;
+        false -> {skip, "dist group needs a distributed origin node (run with --sname)"}
+    end;
+group_mode(standard_io, Config) ->
+    [{connection, standard_io} | Config];
+group_mode(tcp, Config) ->
+    [{connection, 0} | Config];
+group_mode(tcp_ip, Config) ->
+    [{connection, {{127, 0, 0, 1}, 0}} | Config];
+group_mode(_Group, Config) ->
+    Config.
 
 %%--------------------------------------------------------------------
 %% Modes

@@ -52,12 +52,7 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
         shared: Arc::clone(&shared),
         delivering: true,
     };
-    std::thread::Builder::new()
-        .name("rpeer-stdio".into())
-        .spawn(move || {
-            let mut sink = sink;
-            event::guarded(&mut sink, |sink| reader.run(sink));
-        })?;
+    reader.spawn(sink)?;
     Ok((Channel::new(queue, shared, Some(spawned.pid)), stdout))
 }
 
@@ -140,12 +135,7 @@ pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Ch
         shared: Arc::clone(&shared),
         delivering: true,
     };
-    std::thread::Builder::new()
-        .name("rpeer-stdio".into())
-        .spawn(move || {
-            let mut sink = sink;
-            event::guarded(&mut sink, |sink| reader.run(sink));
-        })?;
+    reader.spawn(sink)?;
     Ok(Channel::new(Some(queue), shared, None))
 }
 
@@ -164,6 +154,17 @@ struct Reader {
 }
 
 impl Reader {
+    /// Runs the reader on a thread of its own, delivering to `sink`.
+    fn spawn(self, sink: impl Sink) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("rpeer-stdio".into())
+            .spawn(move || {
+                let mut sink = sink;
+                event::guarded(&mut sink, |sink| self.run(sink));
+            })?;
+        Ok(())
+    }
+
     fn run(mut self, sink: &mut impl Sink) {
         let mut decoder = StdoutDecoder::new(false);
         let mut events = Vec::new();
