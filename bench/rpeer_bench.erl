@@ -173,8 +173,9 @@ boot_once(Impl, Mode) ->
 latency(#{calls := Calls, lat_pairs := Pairs}) ->
     lists:append(
       [begin
-           Runs = [isolate(fun () -> latency_case(Mode, max(100, Calls div Pairs)) end, 600000)
-                   || _ <- lists:seq(1, Pairs)],
+           Runs = [isolate(fun () -> latency_case(Mode, Pair, max(100, Calls div Pairs)) end,
+                           600000)
+                   || Pair <- lists:seq(1, Pairs)],
            PerImpl = maps:from_list([{Impl, merge_latencies(Impl, Runs)} || Impl <- ?IMPLS]),
            P50 = maps:from_list([{Impl, pct(maps:get(Impl, PerImpl), 0.50)} || Impl <- ?IMPLS]),
            P99 = maps:from_list([{Impl, pct(maps:get(Impl, PerImpl), 0.99)} || Impl <- ?IMPLS]),
@@ -194,8 +195,8 @@ merge_latencies(Impl, Runs) ->
                     (_, Failed) -> Failed
                 end, {ok, []}, Runs).
 
-latency_case(Mode, Calls) ->
-    Peers = start_peers(Mode),
+latency_case(Mode, Pair, Calls) ->
+    Peers = start_peers(Mode, order(Pair)),
     Node = fun (Impl, P) -> _ = Impl:call(P, erlang, node, []) end,
     %% warm up
     Peers1 = each_ok(Peers, fun (Impl, P, Acc) ->
@@ -271,13 +272,34 @@ tput_reps(_Mode, _Size, Reps) -> Reps.
 dir_name(to_peer) -> "origin to peer, call(P, erlang, byte_size, [Bin])";
 dir_name(from_peer) -> "peer to origin, call(P, binary, copy, [Block, N])".
 
+%% The transfers run over two pairs of peers, started in either order (the first started
+%%  of a pair can be the faster, see start_peers/2), each taking half the repetitions.
 throughput_case(Mode, Sizes, Reps, Block) ->
-    Peers0 = start_peers(Mode),
+    Keys = [{S, D} || S <- Sizes, D <- [to_peer, from_peer]],
+    Halves = [{?IMPLS, fun (Total) -> lists:seq(1, (Total + 1) div 2) end},
+              {lists:reverse(?IMPLS), fun (Total) -> lists:seq((Total + 1) div 2 + 1, Total) end}],
+    {PerKey, Windows, Ctrls} =
+        lists:foldl(fun ({Order, RepsOf}, Acc) ->
+                            pair_transfers(Mode, Order, Keys, fun (Size) ->
+                                                                    RepsOf(tput_reps(Mode, Size, Reps))
+                                                            end, Block, Acc)
+                    end, {#{}, [], #{}}, Halves),
+    Figures = maps:map(fun (_Key, PerImpl) ->
+                               maps:from_list(
+                                 [{Impl, case maps:get(Impl, PerImpl, []) of
+                                             {failed, _} = F -> F;
+                                             Rates -> collect([{ok, R} || R <- Rates])
+                                         end} || Impl <- ?IMPLS])
+                       end, PerKey),
+    {Figures, Windows, Ctrls}.
+
+%% Every transfer of Keys, RepsOf(Size) times, over a pair of peers started in Order.
+pair_transfers(Mode, Order, Keys, RepsOf, Block, {PerKey0, Wins0, Ctrls0}) ->
+    Peers0 = start_peers(Mode, Order),
     warm_up(Peers0, Block),
-    Ctrls0 = ctrls(Peers0),
-    {Peers, Figures, Windows, Ctrls} =
+    {Peers, PerKey, Windows, Ctrls} =
         lists:foldl(
-          fun ({Size, Dir}, {Ps, Figs, Wins, Cs}) ->
+          fun ({Size, Dir} = Key, {Ps, PK, Wins, Cs}) ->
                   Bin = case Dir of
                             to_peer -> binary:copy(Block, Size * ?MiB div ?BLOCK_SIZE);
                             from_peer -> <<>>
@@ -288,16 +310,12 @@ throughput_case(Mode, Sizes, Reps, Block) ->
                                 lists:foldl(fun (Impl, Acc2) ->
                                                     tput_once(Impl, Mode, Size, Dir, Bin, Block, Acc2)
                                             end, Acc, order(Rep))
-                        end, {Ps, #{}, Wins, Cs}, lists:seq(1, tput_reps(Mode, Size, Reps))),
-                  Fig = maps:from_list([{Impl, case maps:get(Impl, PerImpl, []) of
-                                                   {failed, _} = F -> F;
-                                                   Rates -> collect([{ok, R} || R <- Rates])
-                                               end} || Impl <- ?IMPLS]),
+                        end, {Ps, maps:get(Key, PK, #{}), Wins, Cs}, RepsOf(Size)),
                   garbage_collect(),
-                  {Ps2, Figs#{{Size, Dir} => Fig}, Wins2, Cs2}
-          end, {Peers0, #{}, [], Ctrls0}, [{S, D} || S <- Sizes, D <- [to_peer, from_peer]]),
+                  {Ps2, PK#{Key => PerImpl}, Wins2, Cs2}
+          end, {Peers0, PerKey0, Wins0, maps:merge(Ctrls0, ctrls(Peers0))}, Keys),
     stop_peers(Peers),
-    {Figures, Windows, Ctrls}.
+    {PerKey, Windows, Ctrls}.
 
 %% One 1 MiB transfer each way before the measured ones: every figure is of a peer past
 %%  its first large frame (code loading, allocator carriers), for both implementations.
@@ -872,8 +890,11 @@ pid_of({ok, P}) when is_pid(P) -> P;
 pid_of(Other) -> error({start_failed, Other}).
 
 %% #{Impl => {ok, Pid, Acc} | {failed, Reason}}
-start_peers(Mode) ->
-    maps:from_list([{Impl, start_peer(Impl, Mode)} || Impl <- ?IMPLS]).
+%% The peer started first of a pair answers small calls faster, whichever implementation
+%%  it is (20 pairs of stock and rpeer with `peer_side => peer': stock started first was
+%%  1.09x faster, rpeer started first 1.25x), so the start order alternates too.
+start_peers(Mode, Order) ->
+    maps:from_list([{Impl, start_peer(Impl, Mode)} || Impl <- Order]).
 
 start_peer(Impl, Mode) ->
     try {ok, pid_of(Impl:start_link(opts(Mode))), []}
