@@ -21,10 +21,12 @@
 %% runs that early in the boot) goes to the default module.
 %%
 %% A tcp peer on this host starts through this module too (`-user rpeer_agent -origin
-%% Ips Port', see tcp_user_args/2), for its boot only: peer's tcp channel is peer's own,
-%% but peer:start() returns before that channel connected and registered `user', and
-%% user_sup then sleeps 100 ms before it looks again, half of a tcp peer's boot. start/0
-%% waits for the registration itself instead.
+%% Ips Port', see tcp_user_args/2): peer's connect to an address of `-origin' makes its
+%% gen_tcp connection, passive, and answers with a socket of the same kind, whose frames
+%% rpeer's thread reads from the connection (`rpeer_nif:attach_tcp/2'), and which sends
+%% them through gen_tcp. start/0 also returns only once peer's handler registered `user'
+%% (user_sup would otherwise sleep 100 ms before it looks again, half of a tcp peer's
+%% boot).
 %% @end
 -module(rpeer_agent).
 
@@ -60,20 +62,9 @@ tcp_user_args(Ips, Port) when Port =/= ?STDIO_PORT ->
     ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port)].
 
 %% @doc The `-user' entry point: peer's channel handler, over the node's stdin/stdout or
-%% (any other `-origin') over tcp.
+%% (any other `-origin') over tcp, its frames coded by rpeer either way.
 -spec start() -> pid().
 start() ->
-    case init:get_argument(origin) of
-        {ok, [[?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING]]} -> start_stdio();
-        _ -> start_tcp()
-    end.
-
-start_tcp() ->
-    Handler = peer_start(),
-    wait_registered(Handler, 1),
-    Handler.
-
-start_stdio() ->
     persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
     persistent_term:put({?MODULE, starter}, self()),
     ok = inet_db:set_tcp_module(?MODULE),
@@ -98,30 +89,26 @@ peer_start() ->
     end.
 
 %% user_sup sleeps 100 ms if `user' is not registered when start/0 returns: wait for the
-%%  handler's connect (connect/4 says so), after which it registers at once.
+%%  handler's connect (connect/4 says so), after which it registers at once. A tcp
+%%  handler whose connects all failed halts the node.
 wait_for_user(Handler) ->
     MRef = monitor(process, Handler),
     receive
         {?MODULE, connected} ->
             demonitor(MRef, [flush]),
-            wait_registered(Handler, yield);
+            wait_registered(Handler);
         {'DOWN', MRef, process, Handler, _} ->
             ok
     after ?USER_WAIT_MS ->
             demonitor(MRef, [flush])
     end.
 
-%% Waits until `user' is registered, or the handler died (a tcp handler whose connect
-%%  failed halts the node): at once after the standard I/O connect, within a connect's
-%%  time on tcp, where the wait sleeps a millisecond at a time.
-wait_registered(Handler, Pause) ->
+%% Waits until `user' is registered (right after the connect), or the handler died.
+wait_registered(Handler) ->
     case whereis(user) =:= undefined andalso is_process_alive(Handler) of
         true ->
-            case Pause of
-                yield -> erlang:yield();
-                Ms -> receive after Ms -> ok end
-            end,
-            wait_registered(Handler, Pause);
+            erlang:yield(),
+            wait_registered(Handler);
         false ->
             ok
     end.
@@ -179,30 +166,77 @@ getserv(Port) ->
 
 %% @private
 %% The connect of peer's channel handler (in its own process, which receives the
-%%  socket's messages): stdin and stdout become the socket.
+%%  socket's messages): stdin and stdout become the socket; or, to an address and port of
+%%  `-origin', peer's own gen_tcp connection, passive, is read by rpeer's thread (it
+%%  still sends: large frames go out faster through gen_tcp than through a writer thread
+%%  competing for 2 CPUs). peer tries the addresses in turn: the defaults are given back
+%%  once one connected.
 -spec connect(inet:ip_address(), inet:port_number(), list(), timeout()) -> term().
 connect(?STDIO_ADDRESS, ?STDIO_PORT, _Opts, _Timeout) ->
+    Socket = {'$inet', ?MODULE, make_ref()},
+    connected(Socket, rpeer_nif:attach_stdio(Socket));
+connect(Address, Port, Opts, Timeout) ->
+    Default = default_tcp_module(),
+    case is_origin(Address, Port) andalso Default:connect(Address, Port, Opts ++ [{active, false}], Timeout) of
+        false ->
+            Default:connect(Address, Port, Opts, Timeout);
+        {ok, Connection} ->
+            Socket = {'$inet', ?MODULE, make_ref()},
+            {ok, Fd} = inet:getfd(Connection),
+            case connected(Socket, rpeer_nif:attach_tcp(Socket, Fd)) of
+                {ok, Socket} ->
+                    persistent_term:put({?MODULE, connection}, Connection),
+                    watch_connection(Connection),
+                    {ok, Socket};
+                {error, _} = Error ->
+                    _ = gen_tcp:close(Connection),
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% The reading thread's duplicate of the connection's descriptor would keep it open
+%%  after gen_tcp's socket closed (its owner died, or it was closed): the channel is
+%%  closed then, which shuts the connection down, as closing gen_tcp's socket would.
+watch_connection(Connection) ->
+    Channel = channel(),
+    _ = spawn(fun () ->
+                      MRef = monitor(port, Connection),
+                      receive {'DOWN', MRef, port, Connection, _} -> rpeer_nif:close(Channel) end
+              end),
+    ok.
+
+connected(Socket, {ok, Channel}) ->
     ok = inet_db:set_tcp_module(default_tcp_module()),
     case persistent_term:get({?MODULE, inet_backend}, undefined) of
         undefined -> ok;
         Backend -> persistent_term:put(?INET_BACKEND, Backend)
     end,
-    Socket = {'$inet', ?MODULE, make_ref()},
-    case rpeer_nif:attach_stdio(Socket) of
-        {ok, Channel} ->
-            persistent_term:put({?MODULE, channel}, Channel),
-            persistent_term:get({?MODULE, starter}) ! {?MODULE, connected},
-            {ok, Socket};
-        {error, _} = Error ->
-            Error
-    end;
-connect(Address, Port, Opts, Timeout) ->
-    (default_tcp_module()):connect(Address, Port, Opts, Timeout).
+    persistent_term:put({?MODULE, channel}, Channel),
+    persistent_term:get({?MODULE, starter}) ! {?MODULE, connected},
+    {ok, Socket};
+connected(_Socket, {error, _} = Error) ->
+    Error.
+
+%% Whether a connect goes to the origin's control port (`-origin Ips Port').
+is_origin(Address, Port) ->
+    case init:get_argument(origin) of
+        {ok, [[Ips, PortString]]} ->
+            integer_to_list(Port) =:= PortString
+                andalso lists:member(Address, [Ip || Text <- split_commas(Ips, []),
+                                                     {ok, Ip} <- [inet:parse_address(Text)]]);
+        _ ->
+            false
+    end.
 
 %% @private
 -spec send({'$inet', ?MODULE, reference()}, iodata()) -> ok | {error, closed}.
 send({'$inet', ?MODULE, _}, Packet) ->
-    rpeer_nif:send(channel(), iolist_to_binary(Packet)).
+    case persistent_term:get({?MODULE, connection}, stdio) of
+        stdio -> rpeer_nif:send(channel(), iolist_to_binary(Packet));
+        Connection -> gen_tcp:send(Connection, Packet)
+    end.
 
 %% @private
 %% peer asks for the next frame after each one it handled (`{active, once}').

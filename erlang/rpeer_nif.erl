@@ -41,12 +41,12 @@
 %% can arrive before the end of stdout: the owner orders them.
 -module(rpeer_nif).
 
--export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
+-export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
          incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
          release_incoming/1]).
 -export_type([channel/0, incoming_event/0]).
 
--nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, send/2, ack/2, close/1, kill/1, os_pid/1,
+-nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
        incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
        release_incoming/1]).
 -on_load(load/0).
@@ -115,6 +115,14 @@ expect_peer(_Channel, _Peer) ->
 %% Bytes on stdin that are not frames are dropped.
 -spec attach_stdio(Socket :: term()) -> {ok, channel()} | {error, atom()}.
 attach_stdio(_Socket) ->
+    erlang:nif_error(nif_not_loaded).
+
+%% @doc The reading half of the peer node's side of the tcp channel (rpeer's agent): the
+%% frames of the connection whose descriptor is `Fd' (a gen_tcp socket's, which stays
+%% open and sends; a duplicate is read) are delivered as by {@link attach_stdio/1}:
+%% `{tcp, Socket, Frame}', and `{tcp_closed, Socket}' when the connection ends.
+-spec attach_tcp(Socket :: term(), Fd :: non_neg_integer()) -> {ok, channel()} | {error, atom()}.
+attach_tcp(_Socket, _Fd) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Queues a frame for the peer: an external term format binary, or the binaries of

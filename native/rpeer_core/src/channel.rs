@@ -350,10 +350,7 @@ pub(crate) fn spawn_writer(
             if let Some(out) = shared.out.lock().take() {
                 if out.framing == Framing::LengthPrefixed {
                     // The reader holds a clone of the socket: shut it down for both.
-                    // SAFETY: shutdown() on a socket descriptor this thread owns.
-                    unsafe {
-                        libc::shutdown(out.fd.as_raw_fd(), libc::SHUT_RDWR);
-                    }
+                    sys::shutdown(out.fd.as_raw_fd());
                 }
             }
         })?;

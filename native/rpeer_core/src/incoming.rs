@@ -296,22 +296,14 @@ impl Shared {
     ) -> ReadOutcome {
         let mut decoding = self.decoding.lock();
         if let Some((payload, len)) = decoding.decoder.payload_in_progress() {
-            let rest = len - payload.len();
-            let spare = &mut payload.spare_capacity_mut()[..rest];
-            let want = spare.len().min(max);
-            // SAFETY: read(2) writes at most `want` bytes into the vector's spare
-            // capacity (uninitialised memory it owns, at least `want` long); only the
-            // count read(2) reports is then taken as initialised.
-            let n = unsafe { libc::read(stream.file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-            return match n {
-                n if n > 0 => {
-                    // SAFETY: read(2) initialised these `n` bytes, within the capacity.
-                    unsafe { payload.set_len(payload.len() + n as usize) };
+            let want = (len - payload.len()).min(max);
+            return match sys::read_into_spare(stream.file.as_raw_fd(), payload, want) {
+                Ok(0) => ReadOutcome::Ended,
+                Ok(n) => {
                     self.read_bytes.fetch_add(n as u64, Ordering::AcqRel);
-                    decoding.feed(&[], n as usize, out)
+                    decoding.feed(&[], n, out)
                 }
-                0 => ReadOutcome::Ended,
-                _ => match io::Error::last_os_error().kind() {
+                Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => ReadOutcome::Nothing,
                     _ => ReadOutcome::Ended,
                 },

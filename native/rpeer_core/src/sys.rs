@@ -144,18 +144,50 @@ pub fn reopen_std(fd: RawFd, writable: bool) -> io::Result<OwnedFd> {
     // SAFETY: open() of a NUL-terminated path; the result is a new descriptor we own.
     let reopened =
         unsafe { libc::open(path.as_ptr() as *const libc::c_char, mode | libc::O_CLOEXEC) };
-    let new_fd = if reopened >= 0 {
-        reopened
-    } else {
-        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor of ours into a new one we own.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        dup
-    };
-    // SAFETY: new_fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new_fd) })
+    if reopened < 0 {
+        return duplicate(fd);
+    }
+    // SAFETY: reopened was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(reopened) })
+}
+
+/// Reads at most `want` bytes from `fd` into `payload`'s spare capacity (which must hold
+/// them) and extends the payload by what was read: a large frame's bytes go straight
+/// into it, without a copy through a buffer.
+pub fn read_into_spare(fd: RawFd, payload: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    let spare = payload.spare_capacity_mut();
+    let want = want.min(spare.len());
+    // SAFETY: read(2) writes at most `want` bytes into the vector's spare capacity
+    // (uninitialised memory it owns, at least `want` long); only the count read(2)
+    // reports is then taken as initialised.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: read(2) initialised these `n` bytes, within the capacity.
+    unsafe { payload.set_len(payload.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// Shuts a socket down both ways: the other end reads its end, a reader here too. Any
+/// failure (not a socket, not connected) leaves nothing to shut down.
+pub fn shutdown(socket: RawFd) {
+    // SAFETY: shutdown() only changes the state of the socket behind `socket`.
+    unsafe {
+        libc::shutdown(socket, libc::SHUT_RDWR);
+    }
+}
+
+/// A duplicate of descriptor `fd` (close-on-exec), owned by the caller; `fd` stays its
+/// owner's.
+pub fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor (or fails for a bad `fd`).
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 /// Bytes a channel's pipes can hold: large frames cross in fewer, larger writes and

@@ -17,7 +17,7 @@ use crate::event::{self, Event, Failure, Sink};
 use crate::incoming::{Incoming, StreamDecoder, ThreadRead, READ_BUFFER};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -215,6 +215,88 @@ impl<S: Sink> Connection<'_, S> {
     }
 }
 
+/// The reading half of the peer node's side of the tcp channel (rpeer's agent): a
+/// thread reads the frames of the connection `socket` (a duplicate of the descriptor of
+/// the peer's own gen_tcp socket, which writes) and delivers each to `sink`
+/// (acknowledged through the channel's window), then `Closed` when the connection ends.
+/// The channel has no send side; closing it (the gen_tcp socket was closed: this
+/// duplicate would keep the connection open) shuts the connection down. The peer takes
+/// any frame the origin sends: the origin's limit is on what it reads.
+pub fn attach_reader(socket: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
+    let shared = Shared::new()?;
+    let reader_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("rpeer-tcp-peer".into())
+        .spawn(move || {
+            let mut sink = sink;
+            event::guarded(&mut sink, |sink| read_frames(socket, &reader_shared, sink));
+        })?;
+    Ok(Channel::new(None, shared, None))
+}
+
+/// The peer side's reader, until the connection ends. The descriptor is non-blocking
+/// (gen_tcp's socket shares it): the reader waits in poll, for the connection or for
+/// the channel to close.
+fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
+    let mut decoder = FrameDecoder::new(u32::MAX as usize);
+    let (mut buf, mut events) = (vec![0u8; READ_BUFFER], Vec::new());
+    let mut delivering = true;
+    let mut shut_down = false;
+    let mut stream = std::fs::File::from(socket);
+    loop {
+        // A frame's payload is read straight into it; headers and small frames through
+        // the buffer.
+        let read = match decoder.payload_in_progress() {
+            Some((payload, len)) => {
+                let want = len - payload.len();
+                sys::read_into_spare(stream.as_raw_fd(), payload, want).map(|n| (n, true))
+            }
+            None => stream.read(&mut buf).map(|n| (n, false)),
+        };
+        let ended = match read {
+            Ok((0, _)) => {
+                decoder.finish(&mut events);
+                true
+            }
+            Ok((n, direct)) => {
+                decoder.feed(if direct { &[] } else { &buf[..n] }, &mut events);
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let fds = [
+                    (stream.as_raw_fd(), Interest::Read),
+                    (shared.closed.fd(), Interest::Read),
+                ];
+                match sys::poll(&fds[..if shut_down { 1 } else { 2 }], None) {
+                    Ok(ready) => {
+                        if !shut_down && ready.get(1).is_some_and(|r| r.readable) {
+                            // Reading on finds the end of the stream.
+                            sys::shutdown(stream.as_raw_fd());
+                            shut_down = true;
+                        }
+                        false
+                    }
+                    Err(e) => {
+                        events.push(Event::Closed(Failure::Io(sys::errno_name(&e))));
+                        true
+                    }
+                }
+            }
+            Err(e) => {
+                events.push(Event::Closed(Failure::Io(sys::errno_name(&e))));
+                true
+            }
+        };
+        for event in events.drain(..) {
+            shared.deliver(&mut delivering, sink, event);
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
 /// Decodes the connection's frames: a 4-byte big-endian length, then the payload. A
 /// frame declared over the maximum ends the connection (`Closed(FrameTooLarge)`): the
 /// rest of the stream is not read.
@@ -404,6 +486,59 @@ mod tests {
         drop(peer);
         assert_eq!(port_events(&incoming, 1), [Event::Closed(Failure::Eof)]);
         incoming.release();
+    }
+
+    /// A connected pair over loopback, the second made non-blocking as gen_tcp's is:
+    /// (the origin's end, the peer's end).
+    fn connected_pair() -> (TcpStream, TcpStream) {
+        let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let peer_end = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (origin_end, _) = listener.accept().expect("accept");
+        peer_end.set_nonblocking(true).expect("nonblocking");
+        (origin_end, peer_end)
+    }
+
+    #[test]
+    fn the_peer_side_reader_delivers_frames_of_any_size_then_the_end() {
+        let (mut origin_end, peer_end) = connected_pair();
+        let (tx, rx) = unbounded();
+        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
+        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        let large = pattern(3 * READ_BUFFER + 17, 5);
+        let writer = std::thread::spawn(move || {
+            write_frame(&mut origin_end, b"small");
+            write_frame(&mut origin_end, &large);
+            write_frame(&mut origin_end, b"");
+            (origin_end, large)
+        });
+        assert_eq!(next(&rx), Event::Frame(b"small".to_vec()));
+        channel.ack(1);
+        let (origin_end, large) = writer.join().expect("writer");
+        assert_eq!(next(&rx), Event::Frame(large));
+        channel.ack(1);
+        assert_eq!(next(&rx), Event::Frame(Vec::new()));
+        channel.ack(1);
+        drop(origin_end);
+        assert_eq!(next(&rx), Event::Closed(Failure::Eof));
+        drop(peer_end);
+    }
+
+    #[test]
+    fn closing_the_peer_side_reader_shuts_the_connection_down() {
+        let (mut origin_end, peer_end) = connected_pair();
+        let (tx, rx) = unbounded();
+        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
+        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        // gen_tcp's own descriptor closes: the duplicate alone would keep the connection.
+        drop(peer_end);
+        channel.close();
+        origin_end
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        origin_end.read_to_end(&mut rest).expect("read to the end");
+        assert!(rest.is_empty());
+        assert_eq!(next(&rx), Event::Closed(Failure::Eof));
     }
 
     #[test]
