@@ -243,6 +243,7 @@ fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
     let mut delivering = true;
     let mut shut_down = false;
     let mut stream = std::fs::File::from(socket);
+    let failed = |e: io::Error| Event::Closed(Failure::Io(sys::errno_name(&e)));
     loop {
         // A frame's payload is read straight into it; headers and small frames through
         // the buffer.
@@ -278,13 +279,13 @@ fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
                         false
                     }
                     Err(e) => {
-                        events.push(Event::Closed(Failure::Io(sys::errno_name(&e))));
+                        events.push(failed(e));
                         true
                     }
                 }
             }
             Err(e) => {
-                events.push(Event::Closed(Failure::Io(sys::errno_name(&e))));
+                events.push(failed(e));
                 true
             }
         };
@@ -488,22 +489,23 @@ mod tests {
         incoming.release();
     }
 
-    /// A connected pair over loopback, the second made non-blocking as gen_tcp's is:
-    /// (the origin's end, the peer's end).
-    fn connected_pair() -> (TcpStream, TcpStream) {
+    /// A connection over loopback whose peer end (non-blocking, as gen_tcp's) a reader
+    /// reads through a duplicate: (the origin's end, the peer's end, the reader's
+    /// channel, its events).
+    fn attached_reader() -> (TcpStream, TcpStream, Channel, Receiver<Event>) {
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
         let peer_end = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let (origin_end, _) = listener.accept().expect("accept");
         peer_end.set_nonblocking(true).expect("nonblocking");
-        (origin_end, peer_end)
+        let (tx, rx) = unbounded();
+        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
+        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        (origin_end, peer_end, channel, rx)
     }
 
     #[test]
     fn the_peer_side_reader_delivers_frames_of_any_size_then_the_end() {
-        let (mut origin_end, peer_end) = connected_pair();
-        let (tx, rx) = unbounded();
-        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
-        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        let (mut origin_end, peer_end, channel, rx) = attached_reader();
         let large = pattern(3 * READ_BUFFER + 17, 5);
         let writer = std::thread::spawn(move || {
             write_frame(&mut origin_end, b"small");
@@ -525,10 +527,7 @@ mod tests {
 
     #[test]
     fn closing_the_peer_side_reader_shuts_the_connection_down() {
-        let (mut origin_end, peer_end) = connected_pair();
-        let (tx, rx) = unbounded();
-        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
-        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        let (mut origin_end, peer_end, channel, rx) = attached_reader();
         // gen_tcp's own descriptor closes: the duplicate alone would keep the connection.
         drop(peer_end);
         channel.close();
