@@ -9,7 +9,8 @@
 //! writer thread, which waits for the peer to read.
 //!
 //! Closing is graceful: the writer thread writes every frame already queued (as fast as
-//! the peer reads them), then closes the descriptor and the peer sees end of file.
+//! the peer reads them), then closes the descriptor and the peer sees end of file; with
+//! nothing queued, the closing caller closes it at once.
 //! Aborting (the owner died) drops the queue at once.
 
 use crate::codec::{self, FrameEncoder};
@@ -265,6 +266,17 @@ impl Channel {
     /// closes. Never blocks. Events keep coming until the channel ends.
     pub fn close(&self) {
         self.queue.lock().take();
+        // Nothing left to write (the usual stop): close the descriptor here, so the peer
+        // sees end of file now rather than once the writer thread gets a CPU (50 peers
+        // stopping at once queued 50 wake-ups behind their exiting VMs). The writer
+        // thread then finds the queue closed and the descriptor gone.
+        if let Some(mut out) = self.shared.out.try_lock() {
+            if self.shared.queued.load(Ordering::Acquire) == 0 {
+                if let Some(out) = out.take() {
+                    out.shut();
+                }
+            }
+        }
         self.shared.closed.wake();
     }
 
@@ -320,16 +332,7 @@ pub(crate) fn spawn_writer(
     framing: Framing,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
-    if framing == Framing::Nibbles {
-        // A pipe of our own: writes must not block. A socket stays blocking for its
-        // reader (the file description is shared); writes to it pass MSG_DONTWAIT.
-        sys::set_nonblocking(fd.as_raw_fd())?;
-    }
-    *shared.out.lock() = Some(Out {
-        fd,
-        framing,
-        buf: Vec::new(),
-    });
+    install_out(fd, framing, &shared)?;
     std::thread::Builder::new()
         .name("rpeer-writer".into())
         .spawn(move || {
@@ -348,12 +351,24 @@ pub(crate) fn spawn_writer(
                 }
             }
             if let Some(out) = shared.out.lock().take() {
-                if out.framing == Framing::LengthPrefixed {
-                    // The reader holds a clone of the socket: shut it down for both.
-                    sys::shutdown(out.fd.as_raw_fd());
-                }
+                out.shut();
             }
         })?;
+    Ok(())
+}
+
+/// Makes `fd` the channel's outgoing side, written by senders and the writer thread.
+fn install_out(fd: OwnedFd, framing: Framing, shared: &Shared) -> io::Result<()> {
+    if framing == Framing::Nibbles {
+        // A pipe of our own: writes must not block. A socket stays blocking for its
+        // reader (the file description is shared); writes to it pass MSG_DONTWAIT.
+        sys::set_nonblocking(fd.as_raw_fd())?;
+    }
+    *shared.out.lock() = Some(Out {
+        fd,
+        framing,
+        buf: Vec::new(),
+    });
     Ok(())
 }
 
@@ -365,6 +380,14 @@ struct Out {
 }
 
 impl Out {
+    /// Closes the outgoing side: the peer sees end of file.
+    fn shut(self) {
+        if self.framing == Framing::LengthPrefixed {
+            // The reader holds a clone of the socket: shut it down for both.
+            sys::shutdown(self.fd.as_raw_fd());
+        }
+    }
+
     /// Writes a small frame without waiting: `None` when all of it was written, else the
     /// encoded bytes still to write.
     fn write_now(&mut self, payload: Parts) -> io::Result<Option<Vec<u8>>> {
@@ -725,6 +748,25 @@ pub(crate) mod tests {
                 (parts, whole)
             })
             .collect()
+    }
+
+    #[test]
+    fn closing_with_nothing_queued_ends_the_stream_without_the_writer_thread() {
+        let (read_end, write_end) = sys::pipe().expect("pipe");
+        sys::set_nonblocking(read_end.as_raw_fd()).expect("nonblocking");
+        let shared = Shared::new().expect("shared");
+        // No writer thread: whatever reaches the reader was written by send and close.
+        let (queue, _frames) = queue();
+        install_out(write_end, Framing::Nibbles, &shared).expect("out");
+        let channel = Channel::new(Some(queue), shared, None);
+        channel.send_vec(payload(100, 1)).expect("send");
+        channel.close();
+        let (mut file, mut bytes) = (File::from(read_end), Vec::new());
+        // Non-blocking: an open write end would fail this with WouldBlock, not hang.
+        file.read_to_end(&mut bytes).expect("end of file");
+        let (mut decoder, mut events) = (Decoder::new(), Vec::new());
+        decoder.feed(&bytes, &mut events);
+        assert!(matches!(&events[..], [Event::Frame(frame)] if *frame == payload(100, 1)));
     }
 
     #[test]
