@@ -2,6 +2,7 @@
 //! program, and the standard_io and tcp channels that carry frames to and from it.
 //! The `rpeer_nif` crate adapts it to the VM.
 
+pub mod buffers;
 pub mod channel;
 pub mod codec;
 pub mod event;

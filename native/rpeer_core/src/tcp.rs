@@ -355,7 +355,7 @@ impl StreamDecoder for FrameDecoder {
             } else if len == 0 {
                 out.push(Event::Frame(Vec::new()));
             } else {
-                self.payload = Some((Vec::with_capacity(len), len));
+                self.payload = Some((crate::buffers::take(len), len));
             }
         }
     }

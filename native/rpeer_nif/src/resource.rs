@@ -31,3 +31,10 @@ pub struct PayloadResource {
 
 #[rustler::resource_impl]
 impl Resource for PayloadResource {}
+
+impl Drop for PayloadResource {
+    /// The binary was garbage-collected: its buffer may carry a later large frame.
+    fn drop(&mut self) {
+        rpeer_core::buffers::give_back(std::mem::take(&mut self.bytes));
+    }
+}
