@@ -29,18 +29,20 @@ static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 /// An empty buffer with room for `len` bytes: a kept one when one fits (at most twice
 /// the size asked for), else a new one.
 pub fn take(len: usize) -> Vec<u8> {
-    let kept = (MIN_CAPACITY..=MAX_CAPACITY)
-        .contains(&len)
-        .then(|| POOL.lock().take(len))
-        .flatten();
+    let kept = is_kept_size(len).then(|| POOL.lock().take(len)).flatten();
     kept.unwrap_or_else(|| Vec::with_capacity(len))
 }
 
 /// Keeps `buf` for a later [`take`] if it is of a kept size and there is room.
 pub fn give_back(buf: Vec<u8>) {
-    if (MIN_CAPACITY..=MAX_CAPACITY).contains(&buf.capacity()) {
+    if is_kept_size(buf.capacity()) {
         POOL.lock().give_back(buf);
     }
+}
+
+/// Sizes the pool deals in (see [`MIN_CAPACITY`] and [`MAX_CAPACITY`]).
+fn is_kept_size(bytes: usize) -> bool {
+    (MIN_CAPACITY..=MAX_CAPACITY).contains(&bytes)
 }
 
 impl Pool {
@@ -112,14 +114,11 @@ mod tests {
     }
 
     #[test]
-    fn sizes_outside_the_range_are_neither_kept_nor_looked_up() {
+    fn sizes_outside_the_range_are_not_kept() {
         // Through the process-wide pool: nothing of these sizes may end up in it.
         give_back(Vec::with_capacity(MAX_CAPACITY + 1));
         give_back(Vec::with_capacity(16));
         let pool = POOL.lock();
-        assert!(pool
-            .buffers
-            .iter()
-            .all(|buf| (MIN_CAPACITY..=MAX_CAPACITY).contains(&buf.capacity())));
+        assert!(pool.buffers.iter().all(|buf| is_kept_size(buf.capacity())));
     }
 }
