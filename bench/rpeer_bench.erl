@@ -322,8 +322,8 @@ pair_transfers(Mode, Order, Keys, RepsOf, Block, {PerKey0, Wins0, Ctrls0}) ->
 warm_up(Peers, Block) ->
     Bin = binary:copy(Block, ?MiB div ?BLOCK_SIZE),
     maps:foreach(fun (Impl, {ok, P, _}) ->
-                         _ = catch Impl:call(P, erlang, byte_size, [Bin], 120000),
-                         _ = catch Impl:call(P, binary, copy, [Block, ?MiB div ?BLOCK_SIZE], 120000);
+                         _ = caught(fun () -> Impl:call(P, erlang, byte_size, [Bin], 120000) end),
+                         _ = caught(fun () -> Impl:call(P, binary, copy, [Block, ?MiB div ?BLOCK_SIZE], 120000) end);
                      (_Impl, _Failed) ->
                          ok
                  end, Peers).
@@ -597,7 +597,7 @@ console_once(Impl, Mode, Kind, N) ->
     GL = spawn_link(fun () -> gl_loop(#{count => 0, target => infinity, notify => Self, tail => <<>>}) end),
     Old = group_leader(),
     group_leader(GL, self()),
-    Started = (catch Impl:start_link(opts(Mode))),
+    Started = caught(fun () -> Impl:start_link(opts(Mode)) end),
     group_leader(Old, self()),
     P = pid_of(Started),
     GL ! {arm, N},
@@ -713,7 +713,7 @@ concurrent_once(Impl, Mode, N) ->
     OsPids = tagged_os_pids(OsTag),
     T1 = now_us(),
     Self = self(),
-    Stoppers = [spawn_link(fun () -> Self ! {stopped, self(), catch Impl:stop(P)} end) || P <- Pids],
+    Stoppers = [spawn_link(fun () -> Self ! {stopped, self(), caught(fun () -> Impl:stop(P) end)} end) || P <- Pids],
     Stops = [receive {stopped, S, R} -> R after 120000 -> timeout end || S <- Stoppers],
     Gone = wait_gone(OsTag, OsPids),
     T2 = now_us(),
@@ -883,6 +883,15 @@ zombie(OsPid) ->
     case file:read_file("/proc/" ++ OsPid ++ "/stat") of
         {ok, Stat} -> binary:match(Stat, <<") Z ">>) =/= nomatch;
         {error, _} -> true
+    end.
+
+%% What `catch' gave (it is deprecated from OTP 29 on): the value, or the exception.
+caught(Fun) ->
+    try Fun()
+    catch
+        throw:Thrown -> Thrown;
+        error:Reason:Stack -> {'EXIT', {Reason, Stack}};
+        exit:Reason -> {'EXIT', Reason}
     end.
 
 pid_of({ok, P, _}) when is_pid(P) -> P;

@@ -61,6 +61,7 @@
 -behaviour(gen_server).
 
 -include_lib("kernel/include/file.hrl").
+-include("rpeer_peer_side.hrl").
 
 -ifdef(TEST).
 -export([find_executable/2, frame_term/1]).
@@ -420,7 +421,7 @@ handle_call({call, M, F, A}, From,
 handle_call({starting, Node}, _From, #peer_state{options = Options} = State) ->
     case maps:find(shutdown, Options) of
         {ok, {Timeout, MainCoverNode}} when is_integer(Timeout), is_atom(MainCoverNode) ->
-            start_cover(Node, MainCoverNode);
+            rpeer_ct:cover_on_peer(Node, MainCoverNode);
         _ ->
             ok
     end,
@@ -929,14 +930,6 @@ shutdown(Conn, _Node, Timeout) ->
     origin_to_peer(Conn, {cast, init, stop, []}),
     Timeout.
 
-start_cover(Node, MainCoverNode) ->
-    Modules = erpc:call(MainCoverNode, cover, modules, []),
-    Sticky = [begin _ = erpc:call(Node, code, unstick_mod, [M]), M end
-              || M <- Modules, erpc:call(Node, code, is_sticky, [M])],
-    _ = erpc:call(MainCoverNode, cover, start, [Node]),
-    _ = [erpc:call(Node, code, stick_mod, [M]) || M <- Sticky],
-    ok.
-
 %% Verify options correctness (Dialyzer also does the job, but slightly less convenient)
 verify_args(Options) ->
     %% verify that "Args" is valid - common problem is when Args aren't strings
@@ -1304,7 +1297,7 @@ command_line(Listen, Options) ->
                 stdio_user(Options);
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
-                DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self];
+                DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self, ?HANDLER_IS_USER];
             {Ips, Port} ->
                 IpStr = lists:concat(lists:join(",", [inet:ntoa(Ip) || Ip <- Ips])),
                 DetachArgs ++ ["-noinput" | tcp_user(Options, IpStr, Port)]
@@ -1331,7 +1324,7 @@ stdio_user(Options) ->
 tcp_user(Options, IpStr, Port) ->
     case peer_side(Options) of
         {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:tcp_user_args(IpStr, Port)];
-        peer -> ["-user", "peer", "-origin", IpStr, integer_to_list(Port)]
+        peer -> ["-user", "peer", "-origin", IpStr, integer_to_list(Port), ?HANDLER_IS_USER]
     end.
 
 peer_side(#{peer_side := peer}) ->

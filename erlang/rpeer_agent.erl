@@ -32,6 +32,8 @@
 
 -export([start/0, user_args/0, tcp_user_args/2]).
 
+-include("rpeer_peer_side.hrl").
+
 %% The error handler of start/0's call to peer:start().
 -export([undefined_function/3, undefined_lambda/3]).
 
@@ -53,13 +55,13 @@
 -spec user_args() -> [string()].
 user_args() ->
     ["-user", atom_to_list(?MODULE),
-     "-origin", ?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING].
+     "-origin", ?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING, ?HANDLER_IS_USER].
 
 %% @doc The peer's command line arguments that start a tcp peer through the agent: peer's
 %% own tcp channel to `Ips' (comma-separated) and `Port', without user_sup's 100 ms wait.
 -spec tcp_user_args(string(), inet:port_number()) -> [string()].
 tcp_user_args(Ips, Port) when Port =/= ?STDIO_PORT ->
-    ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port)].
+    ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port), ?HANDLER_IS_USER].
 
 %% @doc The `-user' entry point: peer's channel handler, over the node's stdin/stdout or
 %% (any other `-origin') over tcp, its frames coded by rpeer either way.

@@ -1,56 +1,54 @@
 %% @doc
-%% Common Test helper: `test_server:start_peer/3,5' and `test_server:peer_name/2' (what
-%% the `?CT_PEER' and `?CT_PEER_NAME' macros of `common_test/include/ct.hrl' expand
-%% to), on rpeer. It mirrors OTP 25.2.3's test_server: the same node names (the suite
-%% and test case, then a unique suffix), the same command line (`-setcookie' unless
-%% given, `-pa' with the directory of the calling suite's module, `ERL_CRASH_DUMP' in
-%% the log directory), and the same cover handling; only the controller is
-%% `rpeer:start_link/1' instead of `peer:start_link/1'.
+%% Common Test's peer helpers with rpeer as the controller: what `?CT_PEER',
+%% `?CT_PEER_REL' (`?CT_PEER/3' before OTP 27) and `?CT_PEER_NAME' of
+%% `common_test/include/ct.hrl' expand to (`test_server:start_peer/3,5' and
+%% `test_server:peer_name/2'). Compile a suite with `{parse_transform, rpeer_transform}'
+%% to route those macros here, or call this module directly.
 %%
-%% Call it directly (`rpeer_ct:start_peer(Opts, ?MODULE, ?FUNCTION_NAME)'), or keep the
-%% `?CT_PEER' macros and compile the suite with `{parse_transform, rpeer_transform}',
-%% which routes them here.
-%%
-%% == Cover ==
-%% When cover runs on this node (`test_server:is_cover()', as with `rebar3 ct --cover'
-%% or a cover spec), the peer is started with `shutdown => {10000, CoverMainNode}', so
-%% that stopping it collects its coverage (`cover:flush/1', then `init:stop()'), and
-%% cover is started on the new node with the cover-compiled modules' sticky flags lifted
-%% meanwhile. `start_cover => false' in the options (undocumented in OTP, meant for
-%% cover's own tests) skips this, as in test_server.
+%% A peer started here looks as one started by the test_server of the OTP release this
+%% node runs:
+%% <ul>
+%% <li>its name is `"Module-TestCase-N-OsPid"', unless the options name it;</li>
+%% <li>its command line starts with this node's cookie (unless the arguments set one),
+%%   the calling suite's ebin directory, and an `ERL_CRASH_DUMP' file in the crash dump
+%%   directory of the run, then the caller's arguments;</li>
+%% <li>when cover runs here, `stop/1' gives the node time to send its coverage to the
+%%   main cover node (`shutdown => {10000, MainCoverNode}'), and cover runs on the node.
+%%   Who starts it there changed in OTP 26, see {@link cover_on_peer/2}.</li>
+%% </ul>
 %% @end
 -module(rpeer_ct).
 
 -export([peer_name/2, start_peer/3, start_peer/5]).
+-export([cover_on_peer/2]).
 
-%% The time (ms) the peer gets to stop and hand its coverage over, when cover runs.
--define(COVER_SHUTDOWN_TIMEOUT, 10000).
+%% How long stop/1 waits for a node to send its coverage and stop, when cover runs.
+-define(COVER_FLUSH_TIMEOUT, 10000).
 
-%% @doc A random node name from the suite module and test case, as `?CT_PEER_NAME':
-%%  `"Module-TestCase-N-OsPid"'.
+%% @doc The name `?CT_PEER_NAME' gives: `"Module-TestCase-N-OsPid"'.
 -spec peer_name(Module :: atom() | string(), TestCase :: atom() | string()) -> string().
 peer_name(Module, TestCase) ->
     rpeer:random_name(lists:concat([Module, "-", TestCase])).
 
-%% @doc Starts a peer node linked to the caller, as `?CT_PEER(Opts)' does. `Args' is a
-%%  list of extra command line arguments (the node gets a name from `peer_name/2'), or
-%%  rpeer's start options (the name defaults to `peer_name/2'). `Module' is the calling
-%%  suite: its ebin directory goes into the peer's code path.
+%% @doc Starts a peer linked to the caller, as `?CT_PEER(Args)' does. `Args' is either
+%%  extra command line arguments, or rpeer start options (`start_cover => false' keeps
+%%  cover off the node). The node is named by peer_name/2 unless the options name it.
+%%  `Module' is the calling suite, whose ebin directory the node gets in its code path.
 -spec start_peer(Args :: [string()] | rpeer:start_options(), Module :: atom() | string(),
                  TestCase :: atom() | string()) ->
           {ok, rpeer:server_ref()} | {ok, rpeer:server_ref(), node()} | {error, term()}.
 start_peer(Args, Module, TestCase) when is_list(Args) ->
-    start_peer(#{args => Args, name => peer_name(Module, TestCase)}, Module);
-start_peer(#{name := _Name} = Opts, Module, _TestCase) ->
-    start_peer(Opts, Module);
-start_peer(Opts, Module, TestCase) ->
-    start_peer(Opts#{name => peer_name(Module, TestCase)}, Module).
+    start_named(#{args => Args, name => peer_name(Module, TestCase)}, Module);
+start_peer(#{name := _} = Options, Module, _TestCase) ->
+    start_named(Options, Module);
+start_peer(Options, Module, TestCase) ->
+    start_named(Options#{name => peer_name(Module, TestCase)}, Module).
 
-%% @doc Starts a peer node running another OTP release, as `?CT_PEER(Opts, Release,
-%%  PrivDir)' does (compatibility tests). `Release' is looked up as test_server does
-%%  (`test_server:find_release/1', e.g. `"24"'); `not_available' when it is missing.
-%%  OTP's `peer' module (which runs on the peer node) is compiled with that release's
-%%  erlc into `OutDir', which goes into the peer's code path.
+%% @doc Starts a peer running another OTP release, as `?CT_PEER_REL(Args, Release,
+%%  OutDir)' does. `Release' is found by `test_server:find_release/1' (`not_available'
+%%  when it is not installed). That release's erlc compiles this node's `peer' module
+%%  into `OutDir', which the node gets in its code path. Its environment loses
+%%  `ERL_AFLAGS', which may hold flags that only this release knows.
 -spec start_peer(Args :: [string()] | rpeer:start_options(), Module :: atom() | string(),
                  TestCase :: atom() | string(), Release :: string(),
                  OutDir :: file:filename()) ->
@@ -58,109 +56,111 @@ start_peer(Opts, Module, TestCase) ->
               | not_available.
 start_peer(Args, Module, TestCase, Release, OutDir) when is_list(Args) ->
     start_peer(#{args => Args}, Module, TestCase, Release, OutDir);
-start_peer(Opts, Module, TestCase, Release, OutDir) ->
+start_peer(Options, Module, TestCase, Release, OutDir) ->
     case test_server:find_release(Release) of
         not_available ->
             not_available;
         Erl ->
-            %% remove ERL_AFLAGS, because they may contain "-emu_type debug" which does not
-            %% exist for old releases. Keep ERL_FLAGS, and ERL_ZFLAGS for sometimes you
-            %% might need it...
-            Env = maps:get(env, Opts, []) ++ [{"ERL_AFLAGS", false}],
-            NewArgs = ["-pa", peer_compile(Erl, code:which(peer), OutDir)
-                       | maps:get(args, Opts, [])],
-            start_peer(Opts#{exec => Erl, args => NewArgs, env => Env}, Module, TestCase)
+            Other = Options#{exec => Erl,
+                             args => ["-pa", compile_peer(Erl, OutDir) | maps:get(args, Options, [])],
+                             env => maps:get(env, Options, []) ++ [{"ERL_AFLAGS", false}]},
+            start_peer(other_release_cover(Other), Module, TestCase)
     end.
+
+%% @doc Starts cover on `Node' from the main cover node, with the cover-compiled modules
+%%  that are sticky on `Node' unstuck meanwhile (cover loads its own versions of them).
+%%
+%%  Up to OTP 25, test_server does this once the start returned. From OTP 26 on, the
+%%  peer side of a dist peer calls its controller with `{starting, Node}' while it boots,
+%%  and the controller does it when its `shutdown' option names a cover node (the
+%%  controller of an alternative connection is never called so, and such a node runs
+%%  without cover, as with stock peer); test_server no longer does it, and starts a peer
+%%  of another release with `start_cover => false'. rpeer_ct follows the release it runs
+%%  on: see starts_cover_itself/0.
+%%
+%%  An unreachable main cover node raises `{erpc, noconnection}', as in stock peer.
+-spec cover_on_peer(node(), node()) -> ok.
+cover_on_peer(Node, MainCoverNode) ->
+    Covered = erpc:call(MainCoverNode, cover, modules, []),
+    Unstuck = [Module || Module <- Covered, erpc:call(Node, code, is_sticky, [Module])],
+    _ = [erpc:call(Node, code, unstick_mod, [Module]) || Module <- Unstuck],
+    _ = erpc:call(MainCoverNode, cover, start, [Node]),
+    _ = [erpc:call(Node, code, stick_mod, [Module]) || Module <- Unstuck],
+    ok.
 
 %%--------------------------------------------------------------------
-%% Internal implementation (test_server's, with rpeer as the controller)
 
-start_peer(#{name := Name} = Opts, Module) ->
-    CrashDir = test_server_sup:crash_dump_dir(),
-    CrashFile = filename:join([CrashDir, lists:concat(["erl_crash_dump.", Name])]),
-    Args = maps:get(args, Opts, []),
-    CookieArg =
-        case lists:member("-setcookie", Args) of
-            false ->
-                ["-setcookie", atom_to_list(erlang:get_cookie())];
-            true ->
-                []
-        end,
-    FullArgs = CookieArg ++ ["-pa", filename:dirname(code:which(Module)),
-                             "-env", "ERL_CRASH_DUMP", CrashFile] ++ Args,
-    %% start_cover => false is intentionally undocumented, and is not
-    %%  expected to be used by anything but cover_SUITE test.
-    case maps:get(start_cover, Opts, true) andalso test_server:is_cover() of
-        true ->
-            %% when cover is active, node must shut down gracefully, otherwise
-            %% coverage information won't be sent to cover master
-            CoverMain = cover:get_main_node(),
-            %% (test_server hides this value from Dialyzer; rpeer's start_options()
-            %%  type has it)
-            Shutdown = {?COVER_SHUTDOWN_TIMEOUT, CoverMain},
-            case rpeer:start_link(Opts#{args => FullArgs, shutdown => Shutdown}) of
-                {ok, Peer, Node} ->
-                    do_cover_for_node(Node, start),
-                    {ok, Peer, Node};
-                Other ->
-                    Other
-            end;
-        false ->
-            rpeer:start_link(Opts#{args => FullArgs})
+start_named(#{name := Name} = Options, Module) ->
+    Args = maps:get(args, Options, []),
+    Cookie = case lists:member("-setcookie", Args) of
+                 true -> [];
+                 false -> ["-setcookie", atom_to_list(erlang:get_cookie())]
+             end,
+    CrashDump = filename:join(test_server_sup:crash_dump_dir(),
+                              lists:concat(["erl_crash_dump.", Name])),
+    Full = Options#{args => Cookie ++ ["-pa", filename:dirname(code:which(Module)),
+                                       "-env", "ERL_CRASH_DUMP", CrashDump | Args]},
+    case maps:get(start_cover, Options, true) andalso test_server:is_cover() of
+        true -> start_covered(Full, cover:get_main_node());
+        false -> rpeer:start_link(Full)
     end.
 
-%% Runs cover:CoverFunc(Node) on the main cover node, with the sticky cover-compiled
-%%  modules unstuck on Node meanwhile (test_server:do_cover_for_node/2, not exported).
-do_cover_for_node(Node, CoverFunc) ->
-    %% In case a peer node is starting another peer node (the cover function must run
-    %%  on the main node)
-    MainCoverNode = cover:get_main_node(),
-    Sticky = unstick_all_sticky(MainCoverNode, Node),
-    _ = rpc:call(MainCoverNode, cover, CoverFunc, [Node]),
-    stick_all_sticky(Node, Sticky).
+%% `shutdown => {Timeout, MainCoverNode}' makes stop/1 flush the node's coverage to
+%%  MainCoverNode before it stops it (and, from OTP 26 on, the controller start cover on
+%%  a dist peer while it boots).
+start_covered(Options, MainCoverNode) ->
+    Started = rpeer:start_link(Options#{shutdown => {?COVER_FLUSH_TIMEOUT, MainCoverNode}}),
+    case Started of
+        {ok, _Peer, Node} ->
+            starts_cover_itself() andalso cover_on_peer(Node, MainCoverNode),
+            Started;
+        _ ->
+            Started
+    end.
 
-unstick_all_sticky(MainCoverNode, Node) ->
-    lists:filter(
-      fun (M) ->
-              case code:is_sticky(M) of
-                  true ->
-                      _ = rpc:call(Node, code, unstick_mod, [M]),
-                      true;
-                  false ->
-                      false
-              end
-      end,
-      rpc:call(MainCoverNode, cover, modules, [])).
+%% Whether test_server starts cover on a peer itself once the start returned: up to
+%%  OTP 25, the release whose test_server behaves so (see cover_on_peer/2). The version
+%%  of this node's OTP decides, since rpeer_ct stands in for this node's test_server.
+starts_cover_itself() ->
+    list_to_integer(erlang:system_info(otp_release)) < 26.
 
-stick_all_sticky(Node, Sticky) ->
-    lists:foreach(fun (M) -> rpc:call(Node, code, stick_mod, [M]) end, Sticky).
+other_release_cover(Options) ->
+    case starts_cover_itself() of
+        true -> Options;
+        false -> Options#{start_cover => false}
+    end.
 
-%% When a different release is requested, peer.erl needs to be compiled for
-%%  that specific release using the path supplied for 'erl'
-peer_compile(Erl, cover_compiled, OutDir) ->
-    {file, Path} = cover:is_compiled(peer),
-    peer_compile(Erl, Path, OutDir);
-peer_compile(Erl, ModPath, OutDir) ->
-    {ok, ModSrc} = filelib:find_source(ModPath),
+%% The other release's erlc compiles this node's peer.erl (peer:start/0 runs on the
+%%  node, and must be of the node's release); a cover-compiled peer is found by the file
+%%  cover compiled.
+compile_peer(Erl, OutDir) ->
+    Beam = case code:which(peer) of
+               cover_compiled ->
+                   {file, Compiled} = cover:is_compiled(peer),
+                   Compiled;
+               Path ->
+                   Path
+           end,
+    {ok, Source} = filelib:find_source(Beam),
     Erlc = filename:join(filename:dirname(Erl), "erlc"),
-    _ = cmd(Erlc, ["-o", OutDir, ModSrc]),
+    _ = run(Erlc, ["-o", OutDir, Source]),
     OutDir.
 
-%% Runs Exec with Args, returning its output; raises on a non-zero exit status.
-cmd(Exec, Args) ->
-    %% remove all ERL_AFLAGS to drop "-emu_type debug" and similar
-    %% remote ERLC_COMPILE_SERVER because of a bug in pre 25.2 Erlang/OTP
-    Env = [{"ERL_AFLAGS", false}, {"ERLC_USE_SERVER", false}],
-    Port = open_port({spawn_executable, Exec}, [{args, Args}, {env, Env},
-                                                stream, binary, exit_status, stderr_to_stdout]),
-    read_std(Port, lists:join(" ", [Exec | Args]), <<>>).
+%% Runs Program and returns its output, or raises when it fails. Without ERL_AFLAGS
+%%  (see start_peer/5) and without the compile server (which before OTP 25.2 could
+%%  answer for the wrong release).
+run(Program, Args) ->
+    Port = open_port({spawn_executable, Program},
+                     [{args, Args}, {env, [{"ERL_AFLAGS", false}, {"ERLC_USE_SERVER", false}]},
+                      stream, binary, exit_status, stderr_to_stdout]),
+    collect(Port, Program, Args, []).
 
-read_std(Port, Exec, Out) ->
+collect(Port, Program, Args, Output) ->
     receive
-        {Port, {data, More}} ->
-            read_std(Port, Exec, <<Out/binary, More/binary>>);
+        {Port, {data, Bytes}} ->
+            collect(Port, Program, Args, [Output, Bytes]);
         {Port, {exit_status, 0}} ->
-            Out;
+            iolist_to_binary(Output);
         {Port, {exit_status, Status}} ->
-            erlang:error({exit, Status, Exec, Out})
+            error({exit, Status, lists:join(" ", [Program | Args]), iolist_to_binary(Output)})
     end.

@@ -12,6 +12,6 @@ wait_bin() { cargo rustc --release --quiet -p rpeer_core --bin rpeer-wait "$@"; 
 wait_bin -- -C target-feature=+crt-static 2>/dev/null || wait_bin
 mkdir -p priv
 for built in librpeer_nif.so:rpeer_nif.so rpeer-wait:rpeer-wait; do
-    cp -f "target/release/${built%%:*}" "priv/${built#*:}.tmp"
+    cp -f "${CARGO_TARGET_DIR:-target}/release/${built%%:*}" "priv/${built#*:}.tmp"
     mv -f "priv/${built#*:}.tmp" "priv/${built#*:}"
 done

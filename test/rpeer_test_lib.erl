@@ -48,6 +48,9 @@
 %% Peer side helper
 -export([forward/2]).
 
+%% What differs between OTP releases
+-export([otp_release/0]).
+
 %% Waiting and OS processes
 -export([
     wait_until/2,
@@ -169,6 +172,10 @@ halt_peer(Config, Peer, Node, Status) ->
     end.
 
 %% @doc The reason stock peer gives when the peer node halts with Status.
+%% The OTP release this node runs (and its peers, unless exec says otherwise).
+otp_release() ->
+    list_to_integer(erlang:system_info(otp_release)).
+
 down_reason(Config, Node, Status) ->
     case mode(Config) of
         dist -> {nodedown, Node};
