@@ -61,7 +61,8 @@ config(Args) ->
                   out => "bench/RESULTS.md"}
         end,
     Base = Defaults#{mode => Mode,
-                     sections => [boot, latency, throughput, nif_calls, console, concurrent, codec]},
+                     sections => [boot, halt, latency, throughput, nif_calls, console, concurrent,
+                                  codec]},
     lists:foldl(fun option/2, Base, [A || A <- Args, A =/= "quick", A =/= "full"]).
 
 option(Arg, Cfg) ->
@@ -121,6 +122,7 @@ write_results(Out, Text) ->
     end.
 
 section(boot, Cfg) -> boot(Cfg);
+section(halt, Cfg) -> peer_halts(Cfg);
 section(latency, Cfg) -> latency(Cfg);
 section(throughput, Cfg) -> throughput(Cfg);
 section(nif_calls, Cfg) -> nif_calls(Cfg);
@@ -163,6 +165,35 @@ boot_once(Impl, Mode) ->
     ok = wait_gone(OsTag, OsPids),
     T2 = now_us(),
     {(T1 - T0) / 1000, (T2 - TStop) / 1000}.
+
+%%--------------------------------------------------------------------
+%% halt: a named peer halts on its own; from the origin's nodedown to its controller's
+%%  exit (peer_down => stop). The controller ends when the connection ends: at once in
+%%  dist mode (nodedown is the end), on the tcp connection's close in tcp mode.
+
+peer_halts(#{boot_n := N}) ->
+    [begin
+         Runs = [{Impl, isolate(fun () -> halt_once(Impl, Mode) end, 120000)}
+                 || I <- lists:seq(1, N), Impl <- order(I)],
+         Halt = maps:from_list([{Impl, collect([R || {I2, R} <- Runs, I2 =:= Impl])}
+                                || Impl <- ?IMPLS]),
+         progress("halt ~p: ~s", [Mode, brief(median_of(Halt), us)]),
+         row(io_lib:format("peer halts: its nodedown to the controller's exit (median of ~b)",
+                           [N]), Mode, us, lower, median_of(Halt))
+     end || Mode <- [dist, tcp_named]].
+
+halt_once(Impl, Mode) ->
+    {ok, P, Node} = Impl:start(opts(Mode)),
+    pong = net_adm:ping(Node),
+    true = erlang:monitor_node(Node, true),
+    MRef = monitor(process, P),
+    ok = case Mode of
+             dist -> erpc:cast(Node, erlang, halt, []);
+             tcp_named -> Impl:cast(P, erlang, halt, [])
+         end,
+    Down = receive {nodedown, Node} -> now_us() after 10000 -> error(no_nodedown) end,
+    receive {'DOWN', MRef, process, P, _} -> ok after 10000 -> error(controller_stayed) end,
+    max(0, now_us() - Down).
 
 %%--------------------------------------------------------------------
 %% small-call latency: call(P, erlang, node, []), interleaved in blocks of 100
@@ -825,7 +856,8 @@ opts(standard_io) -> #{connection => standard_io};
 %% rpeer with peer's own Erlang codec on the peer side (its default with exec) instead of
 %%  its agent; stock peer ignores the option (same as standard_io)
 opts(standard_io_peer_codec) -> #{connection => standard_io, peer_side => peer};
-opts(tcp) -> #{connection => 0}.
+opts(tcp) -> #{connection => 0};
+opts(tcp_named) -> #{connection => 0, name => peer:random_name(bench)}.
 
 %% Options with an extra (ignored) argument that marks the peer's OS processes.
 opts(Mode, OsTag) -> (opts(Mode))#{args => ["-rpeer_bench_tag", OsTag]}.

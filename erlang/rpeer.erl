@@ -729,6 +729,12 @@ terminate(Reason, #peer_state{notify = Notify} = State) when Notify =/= false ->
     %% Whoever waited for the boot has given up (or was told): a boot that completes
     %%  while the peer is being stopped is not reported.
     terminate(Reason, State#peer_state{notify = false});
+%% The peer went down on its own while running (see down/2): there is nobody to ask to
+%%  stop, and nothing to wait for.
+terminate(_Reason, #peer_state{peer_state = {down, _}, launcher = undefined} = State) ->
+    close(State),
+    _ = [close_incoming(Source, State) || Source <- maps:keys(State#peer_state.incoming)],
+    ok;
 terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node} = State) ->
     case {maps:get(shutdown, Options, {halt, ?DEFAULT_HALT_DISCONNECT_TIMEOUT}),
           maps:is_key(connection, Options)} of
@@ -1049,7 +1055,7 @@ maybe_stop(Reason, #peer_state{peer_state = booting, exec = Exec, output = Outpu
     _ = boot_complete(Reason, boot_failed, State),
     maybe_stop(Reason, State#peer_state{peer_state = {down, Reason}});
 maybe_stop(Reason, #peer_state{options = #{peer_down := crash}} = State) ->
-    {stop, Reason, State#peer_state{peer_state = {down, Reason}, connection = undefined}};
+    {stop, Reason, down(Reason, State#peer_state{connection = undefined})};
 %% if state was already down, keep the original reason
 maybe_stop(_Reason, #peer_state{options = #{peer_down := continue}, peer_state = {down, _}} = State) ->
     {noreply, State};
@@ -1058,7 +1064,18 @@ maybe_stop(Reason, #peer_state{options = #{peer_down := continue}} = State) ->
     {noreply, State#peer_state{peer_state = {down, Reason}}};
 %% default: ignore Reason and shut down normally
 maybe_stop(Reason, State) ->
-    {stop, normal, State#peer_state{peer_state = {down, Reason}}}.
+    {stop, normal, down(Reason, State)}.
+
+%% The controller stops because its peer went down. A peer that was running is not
+%%  waited for in terminate/2 (stop/1 waits): the controller ends as promptly as stock
+%%  peer's, when the connection ends. Its OS process is exiting already (the node halted,
+%%  or its connection ended, which halts it), and is not killed, so a crash dump it
+%%  writes is finished. A peer that failed to boot is waited for: what it prints while
+%%  it exits explains the failure.
+down(Reason, #peer_state{peer_state = running} = State) ->
+    State#peer_state{peer_state = {down, Reason}, launcher = undefined};
+down(Reason, State) ->
+    State#peer_state{peer_state = {down, Reason}}.
 
 %% Handles one frame from the alternative connection, forwarding as needed.
 handle_frame(Frame, State) ->

@@ -99,6 +99,7 @@
     wait_boot_too_short/0, wait_boot_too_short/1,
     peer_down_stop/0, peer_down_stop/1,
     peer_down_continue/0, peer_down_continue/1,
+    peer_down_not_waited/0, peer_down_not_waited/1,
     peer_down_crash/0, peer_down_crash/1,
     stop_then_dead/0, stop_then_dead/1,
     stop_sleeping_peer/0, stop_sleeping_peer/1,
@@ -142,7 +143,7 @@ groups() ->
     [{common, [parallel], common_cases()},
      {dist, [parallel], dist_cases() ++ every_mode_cases()},
      {standard_io, [parallel], standard_io_cases() ++ alternative_cases() ++ every_mode_cases()},
-     {tcp, [parallel], alternative_cases() ++ every_mode_cases()},
+     {tcp, [parallel], [peer_down_not_waited | alternative_cases() ++ every_mode_cases()]},
      {tcp_ip, [parallel], tcp_ip_cases()}].
 
 common_cases() ->
@@ -151,7 +152,7 @@ common_cases() ->
 
 dist_cases() ->
     [start_link_0, dist_no_alternative, dist_disconnect, dist_disconnect_crash,
-     dist_localhost, dist_io_redirect].
+     dist_localhost, dist_io_redirect, peer_down_not_waited].
 
 alternative_cases() ->
     [start_unnamed, start_named, call_result, call_throw, call_error, call_exit,
@@ -989,6 +990,26 @@ peer_down_stop(Config) when is_list(Config) ->
     halt_peer(Config, Peer, Node, 0),
     ?assertEqual(normal, receive_down(MRef, 10000)),
     ?assertException(exit, {noproc, _}, rpeer:get_state(Peer)).
+
+peer_down_not_waited() ->
+    [{doc, "A dist or tcp peer that halts ends its controller (peer_down => stop) as soon "
+      "as the connection ends, as stock's does, not once its OS process is gone: here a "
+      "wrapper lingers 5 s after the node exited"}].
+
+peer_down_not_waited(Config) when is_list(Config) ->
+    Linger = "\"$0\" \"$@\"; sleep 5",
+    {ok, Peer, Node} = ?START(Config, #{exec => {"/bin/sh", ["-c", Linger, os:find_executable("erl")]}}),
+    NodeOsPid = peer_call(Config, Peer, Node, os, getpid, []),
+    {ok, Stat} = file:read_file("/proc/" ++ NodeOsPid ++ "/stat"),
+    %% the fields after the command's closing parenthesis: state, then the parent's pid
+    [_, AfterCommand] = string:split(Stat, ") ", trailing),
+    [_State, WrapperOsPid | _] = string:lexemes(binary_to_list(AfterCommand), " "),
+    MRef = monitor(process, Peer),
+    halt_peer(Config, Peer, Node, 0),
+    ?assertEqual(normal, receive_down(MRef, 2000)),
+    ?assert(rpeer_test_lib:os_pid_alive(WrapperOsPid)),
+    wait_os_pid_gone(NodeOsPid, 10000),
+    wait_os_pid_gone(WrapperOsPid, 10000).
 
 peer_down_continue() ->
     [{doc, "peer_down => continue: the controller stays after the peer halts, get_state "

@@ -171,11 +171,11 @@ halt_peer(Config, Peer, Node, Status) ->
         _ -> rpeer:cast(Peer, erlang, halt, [Status])
     end.
 
-%% @doc The reason stock peer gives when the peer node halts with Status.
-%% The OTP release this node runs (and its peers, unless exec says otherwise).
+%% @doc The OTP release this node runs (and its peers, unless exec says otherwise).
 otp_release() ->
     list_to_integer(erlang:system_info(otp_release)).
 
+%% @doc The reason stock peer gives when the peer node halts with Status.
 down_reason(Config, Node, Status) ->
     case mode(Config) of
         dist -> {nodedown, Node};

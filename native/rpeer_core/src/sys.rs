@@ -178,6 +178,43 @@ pub fn shutdown(socket: RawFd) {
     }
 }
 
+/// Sockets to shut down when the process exits (see [`shut_down_at_exit`]).
+static SHUT_DOWN_AT_EXIT: parking_lot::Mutex<Vec<RawFd>> = parking_lot::Mutex::new(Vec::new());
+
+/// Until the returned guard is dropped, `socket` is shut down when the process calls
+/// `exit()`. The VM closes its own sockets when it halts, then exits, but a duplicate a
+/// thread of ours holds stays open until the last thread of the process is gone, several
+/// milliseconds later: the other end would see the connection end that much later than
+/// with the VM's socket alone. Drop the guard before the descriptor is closed.
+pub fn shut_down_at_exit(socket: RawFd) -> ShutDownAtExit {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: atexit() takes a plain extern "C" function that lives as long as the
+        // process (this library is never unloaded while the VM runs).
+        unsafe {
+            libc::atexit(shut_down_registered);
+        }
+    });
+    SHUT_DOWN_AT_EXIT.lock().push(socket);
+    ShutDownAtExit(socket)
+}
+
+/// Unregisters its socket from [`shut_down_at_exit`] when dropped.
+pub struct ShutDownAtExit(RawFd);
+
+impl Drop for ShutDownAtExit {
+    fn drop(&mut self) {
+        SHUT_DOWN_AT_EXIT.lock().retain(|&fd| fd != self.0);
+    }
+}
+
+extern "C" fn shut_down_registered() {
+    // Never wait at exit: a thread that held the lock may be gone.
+    if let Some(sockets) = SHUT_DOWN_AT_EXIT.try_lock() {
+        sockets.iter().for_each(|&socket| shutdown(socket));
+    }
+}
+
 /// A duplicate of descriptor `fd` (close-on-exec), owned by the caller; `fd` stays its
 /// owner's.
 pub fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
@@ -314,6 +351,22 @@ mod tests {
 
     fn is_woken(waker: &Waker) -> bool {
         poll(&[(waker.fd(), Interest::Read)], Some(Duration::ZERO)).expect("poll")[0].readable
+    }
+
+    #[test]
+    fn a_socket_registered_for_exit_is_shut_down_at_exit_until_unregistered() {
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+        let (kept, mut other) = UnixStream::pair().expect("socket pair");
+        let (unregistered, mut its_other) = UnixStream::pair().expect("socket pair");
+        let _guard = shut_down_at_exit(kept.as_raw_fd());
+        drop(shut_down_at_exit(unregistered.as_raw_fd()));
+        shut_down_registered(); // what exit() runs
+        let mut byte = [0u8; 1];
+        assert_eq!(other.read(&mut byte).expect("read"), 0, "end of stream");
+        its_other.set_nonblocking(true).expect("nonblocking");
+        let still_open = its_other.read(&mut byte).expect_err("nothing to read");
+        assert_eq!(still_open.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

@@ -243,6 +243,8 @@ fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
     let mut delivering = true;
     let mut shut_down = false;
     let mut stream = std::fs::File::from(socket);
+    // Declared after `stream`, so dropped before it closes the descriptor.
+    let _at_exit = sys::shut_down_at_exit(stream.as_raw_fd());
     let failed = |e: io::Error| Event::Closed(Failure::Io(sys::errno_name(&e)));
     loop {
         // A frame's payload is read straight into it; headers and small frames through
