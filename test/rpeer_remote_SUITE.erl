@@ -34,7 +34,10 @@
     tcp_link_loss_is_tcp_closed/0, tcp_link_loss_is_tcp_closed/1,
     dist_link_loss_is_nodedown/0, dist_link_loss_is_nodedown/1,
     standard_io_through_ssh/0, standard_io_through_ssh/1,
-    missing_remote_erl_is_a_boot_failure/0, missing_remote_erl_is_a_boot_failure/1
+    missing_remote_erl_is_a_boot_failure/0, missing_remote_erl_is_a_boot_failure/1,
+    other_release_standard_io/0, other_release_standard_io/1,
+    other_release_tcp/0, other_release_tcp/1,
+    other_release_dist/0, other_release_dist/1
 ]).
 
 -define(NS, "rpeer_ct_ns").
@@ -52,13 +55,14 @@ suite() ->
     [{timetrap, {minutes, 3}}].
 
 all() ->
-    [{group, netns}, {group, ssh}].
+    [{group, netns}, {group, ssh}, {group, other_release}].
 
 groups() ->
     [{netns, [], [standard_io_through_netns, tcp_across_veth, tcp_offers_loopback_first,
                   dist_across_veth, standard_io_does_not_need_the_link,
                   tcp_link_loss_is_tcp_closed, dist_link_loss_is_nodedown]},
-     {ssh, [], [standard_io_through_ssh, missing_remote_erl_is_a_boot_failure]}].
+     {ssh, [], [standard_io_through_ssh, missing_remote_erl_is_a_boot_failure]},
+     {other_release, [], [other_release_standard_io, other_release_tcp, other_release_dist]}].
 
 %%--------------------------------------------------------------------
 %% Groups: what the machine must offer, and the origin's settings
@@ -81,6 +85,15 @@ init_per_group(ssh, Config) ->
     case ssh_unavailable() of
         false -> start_sshd(Config);
         Why -> {skip, Why}
+    end;
+init_per_group(other_release, Config) ->
+    %% bin/test and bin/test-otp name a root filesystem whose OTP release differs from
+    %%  this node's (Debian sid's on the host; the host's in sid and trixie).
+    Root = os:getenv("RPEER_OTHER_OTP_ROOT", ""),
+    Chroot = find_program("chroot"),
+    case filelib:is_regular(filename:join(Root, "usr/bin/erl")) andalso Chroot =/= false of
+        true -> [{other_release_exec, {Chroot, [Root, "/usr/bin/erl"]}} | Config];
+        false -> {skip, "RPEER_OTHER_OTP_ROOT names no root filesystem with an erl, or no chroot"}
     end.
 
 end_per_group(netns, Config) ->
@@ -90,7 +103,9 @@ end_per_group(netns, Config) ->
     _ = net_kernel:set_net_ticktime(?config(old_ticktime, Config), 0),
     ok;
 end_per_group(ssh, Config) ->
-    stop_sshd(Config).
+    stop_sshd(Config);
+end_per_group(other_release, _Config) ->
+    ok.
 
 init_per_testcase(_Case, Config) ->
     case ?config(ip, Config) of
@@ -103,6 +118,52 @@ end_per_testcase(_Case, Config) ->
         undefined -> ok;
         _ -> remove_namespace()
     end.
+
+%%--------------------------------------------------------------------
+%% other_release: peers of another OTP release (exec through chroot), where stock
+%%  peer's own peer side of that release runs: the command line rpeer writes (with
+%%  -peer_detached) and the controller's protocol (with {starting, Node} from 26 on)
+%%  must suit both.
+
+other_release_standard_io() ->
+    [{doc, "A standard_io peer of another OTP release: calls, exceptions and output"}].
+
+other_release_standard_io(Config) when is_list(Config) ->
+    {ok, Peer, nonode@nohost} = rpeer:start_link(other_release(Config, #{connection => standard_io})),
+    assert_other_release(rpeer:call(Peer, erlang, system_info, [otp_release])),
+    ?assertError(badarith, rpeer:call(Peer, erlang, '+', [1, a])),
+    ok = rpeer:stop(Peer).
+
+other_release_tcp() ->
+    [{doc, "A named tcp peer of another OTP release: calls, exceptions, its node"}].
+
+other_release_tcp(Config) when is_list(Config) ->
+    Name = rpeer:random_name(?FUNCTION_NAME),
+    {ok, Peer, Node} = rpeer:start_link(other_release(Config, #{connection => 0, name => Name})),
+    assert_other_release(rpeer:call(Peer, erlang, system_info, [otp_release])),
+    ?assertEqual(Node, rpeer:call(Peer, erlang, node, [])),
+    ?assertError(badarith, rpeer:call(Peer, erlang, '+', [1, a])),
+    ok = rpeer:stop(Peer).
+
+other_release_dist() ->
+    [{doc, "A dist peer of another OTP release boots (its peer side calls the controller "
+      "as its release does), answers erpc, and stops"}].
+
+other_release_dist(Config) when is_list(Config) ->
+    Name = rpeer:random_name(?FUNCTION_NAME),
+    {ok, Peer, Node} = rpeer:start_link(other_release(Config, #{name => Name})),
+    ?assertEqual(running, rpeer:get_state(Peer)),
+    assert_other_release(erpc:call(Node, erlang, system_info, [otp_release])),
+    ok = rpeer:stop(Peer),
+    ?assertNot(lists:member(Node, nodes(connected))).
+
+%% The root filesystem's home has a cookie of its own.
+other_release(Config, Options) ->
+    Options#{exec => ?config(other_release_exec, Config),
+             args => ["-setcookie", atom_to_list(erlang:get_cookie())]}.
+
+assert_other_release(Release) ->
+    ?assertNotEqual(erlang:system_info(otp_release), Release).
 
 %%--------------------------------------------------------------------
 %% netns: the three connection modes across the namespace boundary
