@@ -1077,15 +1077,16 @@ down(Reason, #peer_state{peer_state = running} = State) ->
 down(Reason, State) ->
     State#peer_state{peer_state = {down, Reason}}.
 
-%% Handles one frame from the alternative connection, forwarding as needed.
+%% Handles one frame from the alternative connection, forwarding as needed. A frame the
+%%  controller cannot act on is dropped (see dropped/3): the peer's mistake never takes
+%%  the controller, and with it the peer, down.
 handle_frame(Frame, State) ->
     try frame_term(Frame) of
         Term ->
-            handle_alternative_data(Term, State)
+            handle_alternative_data(Term, byte_size(Frame), State)
     catch
         error:badarg ->
-            logger:warning("rpeer: ignoring a frame that is not a valid term: ~P", [Frame, 20]),
-            State
+            dropped(not_a_term, byte_size(Frame), State)
     end.
 
 %% binary_to_term/1 of a frame, except that a large binary ending the frame's tuple (a
@@ -1147,26 +1148,49 @@ ending_binary(Frame, Start, Last) ->
             ending_binary(Frame, Start + 1, Last)
     end.
 
-handle_alternative_data({io_request, From, FromRef, IoReq}, #peer_state{connection = Conn} = State) ->
+handle_alternative_data({io_request, From, FromRef, IoReq}, _Size, #peer_state{connection = Conn} = State) ->
     Reply = {io_reply, From, FromRef, forward_request(IoReq)},
     Conn =/= undefined andalso origin_to_peer(Conn, Reply),
     State;
-handle_alternative_data({message, To, Content}, State) ->
-    To ! Content,
-    State;
-handle_alternative_data({reply, Seq, Class, Result}, #peer_state{outstanding = Out} = State) ->
+handle_alternative_data({message, To, Content}, Size, State) ->
+    try To ! Content of
+        _ -> State
+    catch
+        error:badarg when is_atom(To) -> dropped({message_to_unregistered_name, To}, Size, State);
+        error:badarg -> dropped(message_to_bad_destination, Size, State)
+    end;
+handle_alternative_data({reply, Seq, Class, Result}, Size, #peer_state{outstanding = Out} = State) ->
     case maps:take(Seq, Out) of
         {From, NewOut} ->
             gen:reply(From, {Class, Result}),
             State#peer_state{outstanding = NewOut};
         error ->
-            State
+            dropped(reply_to_unknown_call, Size, State)
     end;
-handle_alternative_data({started, NodeName}, State) ->
+handle_alternative_data({started, NodeName}, _Size, State) ->
     boot_complete(NodeName, started, State);
-handle_alternative_data(Other, State) ->
-    logger:warning("rpeer: ignoring an unknown frame from the peer: ~P", [Other, 20]),
+handle_alternative_data(Other, Size, State) when is_tuple(Other), tuple_size(Other) > 0,
+                                                is_atom(element(1, Other)) ->
+    dropped({unknown_frame, element(1, Other), tuple_size(Other)}, Size, State);
+handle_alternative_data(_Other, Size, State) ->
+    dropped(unknown_frame, Size, State).
+
+%% A frame from the peer that the controller cannot act on: one warning per frame, with
+%%  what was wrong and the frame's size, never its content (which may be large, or
+%%  private); the frame is dropped and the peer goes on. The kinds:
+%%  not_a_term - the payload does not decode (binary_to_term/1 fails);
+%%  {message_to_unregistered_name, Name} - `{message, Name, _}' to a name not registered here;
+%%  message_to_bad_destination - `{message, To, _}' where To is no pid, name or {Name, Node};
+%%  reply_to_unknown_call - `{reply, Seq, _, _}' for no outstanding call;
+%%  {unknown_frame, Tag, Arity} or unknown_frame - any other term.
+dropped(Kind, Size, State) ->
+    logger:warning("rpeer: dropped a frame of ~b bytes from the peer: ~0p", [Size, Kind],
+                   log_metadata(State)),
     State.
+
+%% What every log event of a controller carries, for filters and handlers.
+log_metadata(#peer_state{node = Node}) ->
+    #{domain => [rpeer], rpeer_controller => self(), rpeer_node => Node}.
 
 forward_request(Req) ->
     GL = group_leader(),
