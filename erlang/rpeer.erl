@@ -997,7 +997,39 @@ verify_args(Options) ->
             end;
         _ ->
             ok
-    end.
+    end,
+    maps:foreach(fun (Option, Value) -> valid(Option, Value) orelse error({Option, Value}) end,
+                 Options).
+
+%% The options stock peer does not check above: a value of the wrong type or range
+%%  raises error({Option, Value}) here, before anything is spawned or listened on,
+%%  instead of failing later inside the controller (or not at all: a port of 70000 would
+%%  listen on 4464). Unknown options are ignored, as by stock peer (test_server passes
+%%  `start_cover').
+valid(name, Name) -> is_atom(Name) orelse is_string(Name);
+valid(host, Host) -> is_string(Host);
+valid(longnames, Long) -> is_boolean(Long);
+valid(detached, Detached) -> is_boolean(Detached);
+valid(peer_down, Down) -> lists:member(Down, [stop, continue, crash]);
+valid(connection, standard_io) -> true;
+valid(connection, {Ip, Port}) -> inet:is_ip_address(Ip) andalso is_port_number(Port);
+valid(connection, Port) -> is_port_number(Port);
+valid(env, Env) -> is_list(Env) andalso lists:all(fun is_env_entry/1, Env);
+valid(wait_boot, Wait) -> is_wait_boot(Wait);
+valid(post_process_args, Fun) -> is_function(Fun, 1);
+valid(_Checked, _Value) -> true.
+
+is_string(Term) -> is_list(Term) andalso io_lib:char_list(Term).
+
+is_port_number(Port) -> is_integer(Port) andalso 0 =< Port andalso Port =< 65535.
+
+is_env_entry({Name, Value}) -> is_string(Name) andalso (Value =:= false orelse is_string(Value));
+is_env_entry(_) -> false.
+
+is_wait_boot(infinity) -> true;
+is_wait_boot(false) -> true;
+is_wait_boot({Pid, _Tag}) -> is_pid(Pid);
+is_wait_boot(Timeout) -> is_integer(Timeout) andalso 0 =< Timeout andalso Timeout =< ?MAX_INT_TIMEOUT.
 
 make_notify_ref(infinity) ->
     {wait, self(), make_ref()};
@@ -1049,11 +1081,18 @@ node_name(_Options) ->
 
 %% Lost control connection to the peer while the node was
 %%  booting, this generally means a crash
-maybe_stop(Reason, #peer_state{peer_state = booting, exec = Exec, output = Output} = State) ->
+maybe_stop(Reason, #peer_state{peer_state = booting, exec = Exec, output = Output,
+                                notify = Notify, options = Options} = State) ->
     logger:warning("rpeer: the peer (~ts) failed to boot: ~0p~nits last output:~n~ts",
-                   [Exec, Reason, Output]),
+                   [Exec, Reason, Output], log_metadata(State)),
     _ = boot_complete(Reason, boot_failed, State),
-    maybe_stop(Reason, State#peer_state{peer_state = {down, Reason}});
+    Failed = State#peer_state{peer_state = {down, Reason}},
+    case Notify of
+        %% start/1 or start_link/1 raises, so nobody holds this controller: it must not
+        %%  stay, whatever peer_down says (crash keeps its exit reason)
+        {wait, _, _} when map_get(peer_down, Options) =/= crash -> {stop, normal, Failed};
+        _ -> maybe_stop(Reason, Failed)
+    end;
 maybe_stop(Reason, #peer_state{options = #{peer_down := crash}} = State) ->
     {stop, Reason, down(Reason, State#peer_state{connection = undefined})};
 %% if state was already down, keep the original reason

@@ -57,7 +57,9 @@
     longnames/0, longnames/1,
     detached_false/0, detached_false/1,
     post_process_args/0, post_process_args/1,
-    post_process_args_input/0, post_process_args_input/1
+    post_process_args_input/0, post_process_args_input/1,
+    option_types_checked_before_spawning/0, option_types_checked_before_spawning/1,
+    random_option_maps/0, random_option_maps/1
 ]).
 
 -import(rpeer_test_lib, [mode/1, mode_opts/2, merge_opts/2, peer_call/6, wait_for_state/3]).
@@ -74,19 +76,22 @@ suite() ->
     [{timetrap, {minutes, 1}}].
 
 all() ->
-    [{group, validation}, {group, dist}, {group, standard_io}, {group, tcp}].
+    [{group, validation}, {group, dist}, {group, standard_io}, {group, tcp},
+     {group, random}].
 
 groups() ->
     [{validation, [parallel], validation_cases()},
      {dist, [parallel], mode_cases() -- [longnames]},
      {standard_io, [parallel], mode_cases() -- [detached_false]},
-     {tcp, [parallel], mode_cases()}].
+     {tcp, [parallel], mode_cases()},
+     {random, [], [random_option_maps]}].
 
 validation_cases() ->
     [invalid_args_atom, invalid_args_string, invalid_args_element, invalid_exec,
      not_alive_without_name, not_alive_origin_not_distributed, invalid_shutdown,
      validation_order, validation_in_caller,
      detached_with_standard_io,                        %% rpeer-only
+     option_types_checked_before_spawning,             %% rpeer-only
      default_exec_found_as_os_does].
 
 mode_cases() ->
@@ -277,6 +282,161 @@ detached_with_standard_io(Config) when is_list(Config) ->
     ?assertException(error, {detached, cannot_detach_with_standard_io},
                      rpeer:start_link(#{connection => standard_io, detached => false,
                                         wait_boot => 5000})).
+
+option_types_checked_before_spawning() ->
+    [{doc, "rpeer-only: options stock peer does not check raise error({Option, Value}) "
+      "before anything is spawned or listened on (stock fails inside, or not at all)"}].
+
+option_types_checked_before_spawning(Config) when is_list(Config) ->
+    Base = #{connection => standard_io},
+    Bad = [{connection, 70000}, {connection, -1}, {connection, {{127, 0, 0, 1}, 65536}},
+           {connection, {not_an_ip, 0}}, {connection, "0"}, {name, 123}, {host, localhost},
+           {longnames, yes}, {detached, 1}, {peer_down, later}, {env, [{a, "b"}]},
+           {env, [{"A", 1}]}, {env, bad}, {wait_boot, -1}, {wait_boot, 1 bsl 64},
+           {wait_boot, {not_a_pid, tag}}, {wait_boot, soon}, {post_process_args, fun lists:sort/2}],
+    Procs = length(processes()),
+    [?assertException(error, {Option, Value}, rpeer:start(Base#{Option => Value}))
+     || {Option, Value} <- Bad],
+    ct:log("processes ~p -> ~p", [Procs, length(processes())]).
+
+random_option_maps() ->
+    [{doc, "200 random option maps (valid and invalid keys, types and ranges), each given "
+      "to start/1: every start and stop returns or raises within a bound, every error is "
+      "a documented one, and nothing is left behind (controllers, child OS processes, "
+      "pipes and sockets, threads)"},
+     {timetrap, {minutes, 8}}].
+
+random_option_maps(Config) when is_list(Config) ->
+    Seed = {erlang:unique_integer([positive]), erlang:system_time(), 7},
+    ct:log("rand seed (exsss): ~p", [Seed]),
+    _ = rand:seed(exsss, Seed),
+    Before = leftovers(),
+    Outcomes = [random_start(I) || I <- lists:seq(1, 200)],
+    ct:log("outcomes: ~p", [count(Outcomes)]),
+    try rpeer_test_lib:wait_until(fun () -> leftovers() =:= Before end, 20000)
+    catch error:wait_until_timeout ->
+            ct:log("descriptors now: ~p~nports: ~p~nnodes: ~p",
+                   [[{Fd, file:read_link("/proc/self/fd/" ++ Fd)}
+                     || Fd <- filelib:wildcard("*", "/proc/self/fd")],
+                    [{P, erlang:port_info(P, name), erlang:port_info(P, connected)}
+                     || P <- erlang:ports()], nodes(connected)]),
+            ?assertEqual(Before, leftovers())
+    end.
+
+%% One start/1 with a random option map, in a process of its own (peer_down => crash
+%%  may end it), then stop/1; the outcome's kind.
+random_start(I) ->
+    Options = random_options(I),
+    Self = self(),
+    {Pid, MRef} = spawn_monitor(fun () -> Self ! {self(), start_and_stop(Options)} end),
+    receive
+        {Pid, Outcome} ->
+            erlang:demonitor(MRef, [flush]),
+            Outcome;
+        {'DOWN', MRef, process, Pid, Reason} ->
+            ct:fail({start_process_died, Options, Reason})
+    after 40000 ->
+            ct:fail({no_outcome_within_40s, Options})
+    end.
+
+start_and_stop(Options) ->
+    try rpeer:start(Options) of
+        {ok, Peer} -> stopped(Peer);
+        {ok, Peer, _Node} -> stopped(Peer);
+        {error, {Errno, Path}} when is_atom(Errno), is_list(Path) -> spawn_error;
+        Other -> ct:fail({undocumented_result, Options, Other})
+    catch
+        error:Error -> documented_error(Error, Options);
+        exit:{boot_failed, _} -> boot_failed;
+        exit:timeout -> boot_timeout
+    end.
+
+stopped(Peer) ->
+    try rpeer:stop(Peer) of
+        ok -> started
+    catch
+        %% peer_down => continue is the only way a failed boot leaves a controller
+        %%  (wait_boot false or {Pid, Tag}: the caller holds it); it may be gone by now
+        exit:noproc -> started
+    end.
+
+documented_error({invalid_arg, _}, _Options) -> invalid_option;
+documented_error(not_alive, _Options) -> invalid_option;
+documented_error({exec, _}, _Options) -> invalid_option;
+documented_error({shutdown, _}, _Options) -> invalid_option;
+documented_error({detached, cannot_detach_with_standard_io}, _Options) -> invalid_option;
+documented_error({peer_side, _}, _Options) -> invalid_option;
+documented_error({Option, Value} = Error, Options) ->
+    case maps:find(Option, Options) of
+        {ok, Value} -> invalid_option;
+        _ -> ct:fail({undocumented_error, Options, Error})
+    end;
+documented_error(Error, Options) ->
+    ct:fail({undocumented_error, Options, Error}).
+
+random_options(I) ->
+    Keys = [name, host, longnames, connection, exec, args, env, wait_boot, peer_down,
+            shutdown, detached, peer_side, post_process_args, unknown_option],
+    maps:from_list([{Key, pick(value_choices(Key, I))} || Key <- Keys, rand:uniform(3) =:= 1]).
+
+%% {Valid, Invalid} values of each option; a valid one is picked 6 times in 7, so that
+%%  about half of the maps start a peer.
+value_choices(name, I) -> {[rpeer:random_name(lists:concat([random_, I])), list_to_atom(lists:concat([rnd_, I]))], [123, <<"bin">>]};
+value_choices(host, _) -> {["localhost"], [localhost, 1]};
+value_choices(longnames, _) -> {[false], [maybe]};
+value_choices(connection, _) -> {[standard_io, 0, {{127, 0, 0, 1}, 0}], [70000, -1, {bad, 0}, "0"]};
+value_choices(exec, _) -> {[os:find_executable("erl"), "/nonexistent/erl", {"/bin/sh", ["-c", "exit 3"]}], [1]};
+value_choices(args, _) -> {[[], ["-hidden"]], [atom, [1], "string"]};
+value_choices(env, _) -> {[[{"RPEER_RANDOM", "1"}], [{"RPEER_RANDOM", false}]], [[{a, b}], bad]};
+value_choices(wait_boot, _) -> {[10000, 0, false, {self(), tag}], [-1, 1 bsl 64, soon]};
+value_choices(peer_down, _) -> {[stop, continue, crash], [later]};
+value_choices(shutdown, _) -> {[halt, close, 2000, {halt, 2000}], [10, {halt, bad}]};
+value_choices(detached, _) -> {[false, true], [1]};
+value_choices(peer_side, _) -> {[peer, rpeer], [x]};
+value_choices(post_process_args, _) -> {[fun (Args) -> Args end], [1]};
+value_choices(unknown_option, _) -> {[anything], [anything]}.
+
+pick({Valid, Invalid}) ->
+    Choices = case rand:uniform(7) of
+                  7 -> Invalid;
+                  _ -> Valid
+              end,
+    lists:nth(rand:uniform(length(Choices)), Choices).
+
+count(Outcomes) ->
+    lists:foldl(fun (O, Acc) -> maps:update_with(O, fun (N) -> N + 1 end, 1, Acc) end, #{}, Outcomes).
+
+%% What a start could leave: controllers, child OS processes of this VM, pipes and
+%%  sockets that are not the VM's own (its dist connections come and go with other
+%%  nodes), its threads.
+leftovers() ->
+    Controllers = [P || P <- processes(),
+                        proc_lib:initial_call(P) =:= {rpeer, init, ['Argument__1']}],
+    OsPid = os:getpid(),
+    Children = [Pid || Pid <- filelib:wildcard("[0-9]*", "/proc"), parent(Pid) =:= OsPid],
+    VmSockets = [integer_to_list(Fd) || Port <- erlang:ports(),
+                                        erlang:port_info(Port, name) =:= {name, "tcp_inet"},
+                                        {ok, Fd} <- [inet:getfd(Port)]],
+    Fds = [Target || Fd <- filelib:wildcard("*", "/proc/self/fd") -- VmSockets,
+                     {ok, Target} <- [file:read_link("/proc/self/fd/" ++ Fd)],
+                     lists:prefix("pipe:", Target) orelse lists:prefix("socket:", Target)],
+    {ok, Tasks} = file:list_dir("/proc/self/task"),
+    %% rpeer's spawner threads are a pool, long-lived by design (see spawn.rs)
+    Threads = [Name || Task <- Tasks,
+                       {ok, Comm} <- [file:read_file("/proc/self/task/" ++ Task ++ "/comm")],
+                       Name <- [string:trim(Comm)], Name =/= <<"rpeer-spawner">>],
+    #{controllers => length(Controllers), children => length(Children),
+      pipes_and_sockets => length(Fds), threads => lists:sort(Threads)}.
+
+parent(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} ->
+            [_, AfterCommand] = string:split(Stat, ") ", trailing),
+            [_State, Parent | _] = string:lexemes(binary_to_list(AfterCommand), " "),
+            Parent;
+        {error, _} ->
+            none
+    end.
 
 %%--------------------------------------------------------------------
 %% Cases per connection kind
