@@ -383,7 +383,7 @@ random_options(I) ->
 %%  about half of the maps start a peer.
 value_choices(name, I) -> {[rpeer:random_name(lists:concat([random_, I])), list_to_atom(lists:concat([rnd_, I]))], [123, <<"bin">>]};
 value_choices(host, _) -> {["localhost"], [localhost, 1]};
-value_choices(longnames, _) -> {[false], [maybe]};
+value_choices(longnames, _) -> {[false], [perhaps]};
 value_choices(connection, _) -> {[standard_io, 0, {{127, 0, 0, 1}, 0}], [70000, -1, {bad, 0}, "0"]};
 value_choices(exec, _) -> {[os:find_executable("erl"), "/nonexistent/erl", {"/bin/sh", ["-c", "exit 3"]}], [1]};
 value_choices(args, _) -> {[[], ["-hidden"]], [atom, [1], "string"]};
