@@ -20,6 +20,7 @@
     erlang_display_of_non_ascii/0, erlang_display_of_non_ascii/1,
     nibble_looking_text_does_not_break_rpc/0, nibble_looking_text_does_not_break_rpc/1,
     text_interleaved_with_calls/0, text_interleaved_with_calls/1,
+    stray_nibble_bytes_before_replies/0, stray_nibble_bytes_before_replies/1,
     stderr_is_forwarded_and_marked/0, stderr_is_forwarded_and_marked/1,
     last_output_of_a_running_peer/0, last_output_of_a_running_peer/1,
     boot_failure_keeps_peer_exception/0, boot_failure_keeps_peer_exception/1,
@@ -41,6 +42,7 @@ groups() ->
               last_output_of_a_running_peer],
     [{standard_io, [parallel], Output ++ [nibble_looking_text_does_not_break_rpc,
                                           text_interleaved_with_calls,
+                                          stray_nibble_bytes_before_replies,
                                           boot_failure_keeps_peer_exception,
                                           boot_failure_output_is_available,
                                           duplicate_name_fails_before_boot_timeout]},
@@ -191,6 +193,32 @@ text_interleaved_with_calls(Config) when is_list(Config) ->
     Seen = wait_captured(lists:last(Lines)),
     ct:capture_stop(),
     ?assertNotEqual(nomatch, binary:match(Seen, iolist_to_binary(Lines))),
+    rpeer:stop(Peer).
+
+stray_nibble_bytes_before_replies() ->
+    [{doc, "The peer writes raw nibble-looking bytes to its stdout without a newline "
+      "(<<16#C3, 16#C7>>, whose shifted frame header declares 16 MiB; a frame with a "
+      "wrong CRC; a long run of them) and the call's reply follows them directly: "
+      "every call returns at once, the next ones too, and the bytes reach the group "
+      "leader as text (issue 28: the decoder waited for the shifted frame and held the "
+      "replies behind it)"}].
+
+stray_nibble_bytes_before_replies(Config) when is_list(Config) ->
+    {ok, Peer, _Node} = rpeer:start_link(options(Config, #{})),
+    Corrupt = encode_nibbles(<<3:32, "abc", 0:32>>),
+    Strays = [<<16#C3, 16#C7>>, <<16#C3>>, Corrupt, binary:copy(<<16#C3, 16#C7>>, 300),
+              <<16#C3, 16#C7, 16#C3>>],
+    ct:capture_start(),
+    _ = [begin
+             %% The write's own reply comes right after the bytes on stdout.
+             ?assertEqual(ok, rpeer:call(Peer, file, write_file, ["/dev/stdout", Stray],
+                                         2000)),
+             [?assertEqual(N, rpeer:call(Peer, erlang, abs, [-N], 2000))
+              || N <- lists:seq(1, 5)]
+         end || Stray <- Strays],
+    os_write(Peer, "/dev/stdout", <<"\n">>),
+    _ = wait_captured(as_forwarded(iolist_to_binary([Strays, $\n]))),
+    ct:capture_stop(),
     rpeer:stop(Peer).
 
 %%--------------------------------------------------------------------
