@@ -198,9 +198,9 @@ connect(Address, Port, Opts, Timeout) ->
             Error
     end.
 
-%% The reading thread's duplicate of the connection's descriptor would keep it open
-%%  after gen_tcp's socket closed (its owner died, or it was closed): the channel is
-%%  closed then, which shuts the connection down, as closing gen_tcp's socket would.
+%% The reading thread borrows gen_tcp's descriptor (it holds no reference while it
+%%  waits): once gen_tcp's socket closed (its owner died, or it was closed), the channel
+%%  is closed, which ends the thread.
 watch_connection(Connection) ->
     Channel = channel(),
     _ = spawn(fun () ->

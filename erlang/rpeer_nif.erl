@@ -119,7 +119,8 @@ attach_stdio(_Socket) ->
 
 %% @doc The reading half of the peer node's side of the tcp channel (rpeer's agent): the
 %% frames of the connection whose descriptor is `Fd' (a gen_tcp socket's, which stays
-%% open and sends; a duplicate is read) are delivered as by {@link attach_stdio/1}:
+%% open and sends; rpeer's thread reads it borrowed, holding no reference while it waits)
+%% are delivered as by {@link attach_stdio/1}:
 %% `{tcp, Socket, Frame}', and `{tcp_closed, Socket}' when the connection ends.
 -spec attach_tcp(Socket :: term(), Fd :: non_neg_integer()) -> {ok, channel()} | {error, atom()}.
 attach_tcp(_Socket, _Fd) ->

@@ -178,40 +178,105 @@ pub fn shutdown(socket: RawFd) {
     }
 }
 
-/// Sockets to shut down when the process exits (see [`shut_down_at_exit`]).
-static SHUT_DOWN_AT_EXIT: parking_lot::Mutex<Vec<RawFd>> = parking_lot::Mutex::new(Vec::new());
-
-/// Until the returned guard is dropped, `socket` is shut down when the process calls
-/// `exit()`. The VM closes its own sockets when it halts, then exits, but a duplicate a
-/// thread of ours holds stays open until the last thread of the process is gone, several
-/// milliseconds later: the other end would see the connection end that much later than
-/// with the VM's socket alone. Drop the guard before the descriptor is closed.
-pub fn shut_down_at_exit(socket: RawFd) -> ShutDownAtExit {
-    static REGISTERED: std::sync::Once = std::sync::Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: atexit() takes a plain extern "C" function that lives as long as the
-        // process (this library is never unloaded while the VM runs).
-        unsafe {
-            libc::atexit(shut_down_registered);
-        }
-    });
-    SHUT_DOWN_AT_EXIT.lock().push(socket);
-    ShutDownAtExit(socket)
+/// A socket descriptor owned by someone else (the VM's gen_tcp socket), used without
+/// holding a reference to it while waiting: closing it there releases the socket at
+/// once (the connection ends then, not when the last thread of the process is gone).
+/// Its identity (device and inode) tells whether the number still names that socket.
+#[derive(Debug, Clone, Copy)]
+pub struct BorrowedSocket {
+    fd: RawFd,
+    identity: (u64, u64),
 }
 
-/// Unregisters its socket from [`shut_down_at_exit`] when dropped.
-pub struct ShutDownAtExit(RawFd);
+impl BorrowedSocket {
+    /// Borrows `fd`, which must be open now.
+    pub fn new(fd: RawFd) -> io::Result<Self> {
+        Ok(BorrowedSocket {
+            fd,
+            identity: identity(fd)?,
+        })
+    }
 
-impl Drop for ShutDownAtExit {
-    fn drop(&mut self) {
-        SHUT_DOWN_AT_EXIT.lock().retain(|&fd| fd != self.0);
+    /// The descriptor number, for registering with [`Epoll`] (which holds no reference).
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// A duplicate to read through for a while, or `None` once the owner closed the
+    /// socket (the number is free, or names something else now). Drop it before waiting.
+    pub fn pin(&self) -> io::Result<Option<OwnedFd>> {
+        match duplicate(self.fd) {
+            Ok(pin) => match identity(pin.as_raw_fd()) {
+                Ok(identity) if identity == self.identity => Ok(Some(pin)),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
-extern "C" fn shut_down_registered() {
-    // Never wait at exit: a thread that held the lock may be gone.
-    if let Some(sockets) = SHUT_DOWN_AT_EXIT.try_lock() {
-        sockets.iter().for_each(|&socket| shutdown(socket));
+/// Device and inode of what `fd` names.
+fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat() writes the zeroed stat struct it is given and nothing else.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stat.st_dev as u64, stat.st_ino as u64))
+}
+
+/// An epoll set: unlike poll(), waiting in it holds no reference to the descriptors it
+/// watches, so a socket closed elsewhere is released (and leaves the set) at once.
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1() only creates a descriptor (or fails).
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just created and is owned by nobody else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for reading (level-triggered); `token` identifies it in [`Self::wait`].
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: token,
+        };
+        // SAFETY: epoll_ctl() reads the event struct it is given and nothing else.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits until a watched descriptor is ready: the tokens of the ready ones. Retries
+    /// on EINTR.
+    pub fn wait(&self) -> io::Result<Vec<u64>> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        loop {
+            // SAFETY: epoll_wait() writes at most `events.len()` entries into `events`.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.0.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    -1,
+                )
+            };
+            if n >= 0 {
+                return Ok(events[..n as usize].iter().map(|e| e.u64).collect());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -354,19 +419,35 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_registered_for_exit_is_shut_down_at_exit_until_unregistered() {
+    fn a_borrowed_socket_closed_by_its_owner_ends_the_connection_and_cannot_be_pinned() {
         use std::io::Read;
         use std::os::unix::net::UnixStream;
-        let (kept, mut other) = UnixStream::pair().expect("socket pair");
-        let (unregistered, mut its_other) = UnixStream::pair().expect("socket pair");
-        let _guard = shut_down_at_exit(kept.as_raw_fd());
-        drop(shut_down_at_exit(unregistered.as_raw_fd()));
-        shut_down_registered(); // what exit() runs
+        let (owned, mut other) = UnixStream::pair().expect("socket pair");
+        let borrowed = BorrowedSocket::new(owned.as_raw_fd()).expect("borrow");
+        let epoll = Epoll::new().expect("epoll");
+        epoll.add(borrowed.fd(), 1).expect("add");
+        assert!(borrowed.pin().expect("pin").is_some());
+        drop(owned);
         let mut byte = [0u8; 1];
-        assert_eq!(other.read(&mut byte).expect("read"), 0, "end of stream");
-        its_other.set_nonblocking(true).expect("nonblocking");
-        let still_open = its_other.read(&mut byte).expect_err("nothing to read");
-        assert_eq!(still_open.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            other.read(&mut byte).expect("read"),
+            0,
+            "the connection ended"
+        );
+        assert!(borrowed.pin().expect("pin").is_none());
+    }
+
+    #[test]
+    fn a_borrowed_number_that_names_another_file_cannot_be_pinned() {
+        use std::os::unix::net::UnixStream;
+        let (first, _) = UnixStream::pair().expect("socket pair");
+        let (reused, _) = UnixStream::pair().expect("socket pair");
+        // The number now names another socket than the one borrowed.
+        let borrowed = BorrowedSocket {
+            fd: reused.as_raw_fd(),
+            identity: identity(first.as_raw_fd()).expect("identity"),
+        };
+        assert!(borrowed.pin().expect("pin").is_none());
     }
 
     #[test]

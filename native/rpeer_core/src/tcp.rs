@@ -19,7 +19,7 @@ use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,75 +216,57 @@ impl<S: Sink> Connection<'_, S> {
 }
 
 /// The reading half of the peer node's side of the tcp channel (rpeer's agent): a
-/// thread reads the frames of the connection `socket` (a duplicate of the descriptor of
-/// the peer's own gen_tcp socket, which writes) and delivers each to `sink`
-/// (acknowledged through the channel's window), then `Closed` when the connection ends.
-/// The channel has no send side; closing it (the gen_tcp socket was closed: this
-/// duplicate would keep the connection open) shuts the connection down. The peer takes
-/// any frame the origin sends: the origin's limit is on what it reads.
-pub fn attach_reader(socket: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
+/// thread reads the frames of the connection `socket` (the descriptor of the peer's own
+/// gen_tcp socket, which writes, borrowed: see [`sys::BorrowedSocket`]) and delivers
+/// each to `sink` (acknowledged through the channel's window), then `Closed` when the
+/// connection ends. Waiting, the thread holds no reference to the socket, so the
+/// connection ends when gen_tcp's socket closes, also when the VM halts (a duplicate
+/// would hold it open until the last thread of the process is gone, milliseconds later
+/// for the origin). Closing the channel shuts the connection down. The peer takes any
+/// frame the origin sends: the origin's limit is on what it reads.
+pub fn attach_reader(socket: RawFd, sink: impl Sink) -> io::Result<Channel> {
+    let socket = sys::BorrowedSocket::new(socket)?;
+    let waiting = sys::Epoll::new()?;
+    waiting.add(socket.fd(), SOCKET_READY)?;
     let shared = Shared::new()?;
+    waiting.add(shared.closed.fd(), CHANNEL_CLOSED)?;
     let reader_shared = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("rpeer-tcp-peer".into())
         .spawn(move || {
             let mut sink = sink;
-            event::guarded(&mut sink, |sink| read_frames(socket, &reader_shared, sink));
+            event::guarded(&mut sink, |sink| {
+                read_frames(socket, &waiting, &reader_shared, sink)
+            });
         })?;
     Ok(Channel::new(None, shared, None))
 }
 
+/// The tokens of the peer side reader's epoll set.
+const SOCKET_READY: u64 = 0;
+const CHANNEL_CLOSED: u64 = 1;
+
 /// The peer side's reader, until the connection ends. The descriptor is non-blocking
-/// (gen_tcp's socket shares it): the reader waits in poll, for the connection or for
-/// the channel to close.
-fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
+/// (gen_tcp's socket shares it): the reader reads through a pinned duplicate until
+/// nothing is left, drops it, and waits in `waiting` for the socket or for the channel
+/// to close. A socket its owner closed (it cannot be pinned any more) is the end.
+fn read_frames(
+    socket: sys::BorrowedSocket,
+    waiting: &sys::Epoll,
+    shared: &Shared,
+    sink: &mut impl Sink,
+) {
     let mut decoder = FrameDecoder::new(u32::MAX as usize);
     let (mut buf, mut events) = (vec![0u8; READ_BUFFER], Vec::new());
     let mut delivering = true;
     let mut shut_down = false;
-    let mut stream = std::fs::File::from(socket);
-    // Declared after `stream`, so dropped before it closes the descriptor.
-    let _at_exit = sys::shut_down_at_exit(stream.as_raw_fd());
     let failed = |e: io::Error| Event::Closed(Failure::Io(sys::errno_name(&e)));
     loop {
-        // A frame's payload is read straight into it; headers and small frames through
-        // the buffer.
-        let read = match decoder.payload_in_progress() {
-            Some((payload, len)) => {
-                let want = len - payload.len();
-                sys::read_into_spare(stream.as_raw_fd(), payload, want).map(|n| (n, true))
-            }
-            None => stream.read(&mut buf).map(|n| (n, false)),
-        };
-        let ended = match read {
-            Ok((0, _)) => {
+        let ended = match socket.pin() {
+            Ok(Some(pin)) => read_burst(pin, &mut decoder, &mut buf, &mut events),
+            Ok(None) => {
                 decoder.finish(&mut events);
                 true
-            }
-            Ok((n, direct)) => {
-                decoder.feed(if direct { &[] } else { &buf[..n] }, &mut events);
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let fds = [
-                    (stream.as_raw_fd(), Interest::Read),
-                    (shared.closed.fd(), Interest::Read),
-                ];
-                match sys::poll(&fds[..if shut_down { 1 } else { 2 }], None) {
-                    Ok(ready) => {
-                        if !shut_down && ready.get(1).is_some_and(|r| r.readable) {
-                            // Reading on finds the end of the stream.
-                            sys::shutdown(stream.as_raw_fd());
-                            shut_down = true;
-                        }
-                        false
-                    }
-                    Err(e) => {
-                        events.push(failed(e));
-                        true
-                    }
-                }
             }
             Err(e) => {
                 events.push(failed(e));
@@ -296,6 +278,54 @@ fn read_frames(socket: OwnedFd, shared: &Shared, sink: &mut impl Sink) {
         }
         if ended {
             return;
+        }
+        match waiting.wait() {
+            Ok(ready) if !shut_down && ready.contains(&CHANNEL_CLOSED) => {
+                // Reading on finds the end of the stream.
+                if let Ok(Some(pin)) = socket.pin() {
+                    sys::shutdown(pin.as_raw_fd());
+                }
+                shut_down = true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.deliver(&mut delivering, sink, failed(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Reads through `pin` until the socket has nothing more now: whether the connection
+/// ended. A frame's payload is read straight into it; headers and small frames through
+/// the buffer.
+fn read_burst(
+    pin: OwnedFd,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+    events: &mut Vec<Event>,
+) -> bool {
+    let mut stream = std::fs::File::from(pin);
+    loop {
+        let read = match decoder.payload_in_progress() {
+            Some((payload, len)) => {
+                let want = len - payload.len();
+                sys::read_into_spare(stream.as_raw_fd(), payload, want).map(|n| (n, true))
+            }
+            None => stream.read(buf).map(|n| (n, false)),
+        };
+        match read {
+            Ok((0, _)) => {
+                decoder.finish(events);
+                return true;
+            }
+            Ok((n, direct)) => decoder.feed(if direct { &[] } else { &buf[..n] }, events),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                events.push(Event::Closed(Failure::Io(sys::errno_name(&e))));
+                return true;
+            }
         }
     }
 }
@@ -492,16 +522,15 @@ mod tests {
     }
 
     /// A connection over loopback whose peer end (non-blocking, as gen_tcp's) a reader
-    /// reads through a duplicate: (the origin's end, the peer's end, the reader's
-    /// channel, its events).
+    /// reads, borrowed: (the origin's end, the peer's end, the reader's channel, its
+    /// events).
     fn attached_reader() -> (TcpStream, TcpStream, Channel, Receiver<Event>) {
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
         let peer_end = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let (origin_end, _) = listener.accept().expect("accept");
         peer_end.set_nonblocking(true).expect("nonblocking");
         let (tx, rx) = unbounded();
-        let dup = sys::duplicate(peer_end.as_raw_fd()).expect("dup");
-        let channel = attach_reader(dup, TestSink(tx)).expect("attach");
+        let channel = attach_reader(peer_end.as_raw_fd(), TestSink(tx)).expect("attach");
         (origin_end, peer_end, channel, rx)
     }
 
@@ -529,9 +558,7 @@ mod tests {
 
     #[test]
     fn closing_the_peer_side_reader_shuts_the_connection_down() {
-        let (mut origin_end, peer_end, channel, rx) = attached_reader();
-        // gen_tcp's own descriptor closes: the duplicate alone would keep the connection.
-        drop(peer_end);
+        let (mut origin_end, _peer_end, channel, rx) = attached_reader();
         channel.close();
         origin_end
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -540,6 +567,23 @@ mod tests {
         origin_end.read_to_end(&mut rest).expect("read to the end");
         assert!(rest.is_empty());
         assert_eq!(next(&rx), Event::Closed(Failure::Eof));
+    }
+
+    #[test]
+    fn the_connection_ends_when_its_owner_closes_the_socket_the_reader_waits_on() {
+        let (mut origin_end, peer_end, _channel, _events) = attached_reader();
+        // Let the reader go to wait, then close gen_tcp's descriptor, as a halting VM
+        // does: the origin sees the end at once, with no duplicate keeping it open.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(peer_end);
+        origin_end
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        origin_end
+            .read_to_end(&mut rest)
+            .expect("the end, within a second");
+        assert!(rest.is_empty());
     }
 
     #[test]

@@ -143,14 +143,13 @@ fn attach_stdio<'a>(env: Env<'a>, socket: Term<'a>) -> Term<'a> {
 
 /// The reading half of the peer node's side of the tcp channel (rpeer's agent): frames
 /// of the connection whose descriptor is `Fd` (gen_tcp's socket, which stays open and
-/// writes; a duplicate is read) are delivered as `attach_stdio/1` delivers them.
+/// writes; it is read borrowed, see `tcp::attach_reader`) are delivered as `attach_stdio/1` delivers them.
 #[rustler::nif]
 fn attach_tcp<'a>(env: Env<'a>, socket: Term<'a>, fd: i32) -> NifResult<Term<'a>> {
     if fd < 0 {
         return Err(Error::BadArg);
     }
-    let attached = sys::duplicate(fd)
-        .and_then(|dup| tcp::attach_reader(dup, ProcessSink::socket(env.pid(), socket)));
+    let attached = tcp::attach_reader(fd, ProcessSink::socket(env.pid(), socket));
     Ok(match attached {
         Ok(channel) => (atoms::ok(), owned_resource(env, channel, None)).encode(env),
         Err(e) => io_error(env, &e),
