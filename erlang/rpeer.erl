@@ -733,8 +733,7 @@ terminate(Reason, #peer_state{notify = Notify} = State) when Notify =/= false ->
 %%  stop, and nothing to wait for.
 terminate(_Reason, #peer_state{peer_state = {down, _}, launcher = undefined} = State) ->
     close(State),
-    _ = [close_incoming(Source, State) || Source <- maps:keys(State#peer_state.incoming)],
-    ok;
+    close_all_incoming(State);
 terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node} = State) ->
     case {maps:get(shutdown, Options, {halt, ?DEFAULT_HALT_DISCONNECT_TIMEOUT}),
           maps:is_key(connection, Options)} of
@@ -763,7 +762,10 @@ terminate(_Reason, #peer_state{connection = Conn, options = Options, node = Node
             wait_os_exit(Ended, Deadline)
     end,
     %% The ports may be closed already (State is from before the waits).
-    _ = [close_incoming(Source, State) || Source <- maps:keys(State#peer_state.incoming)],
+    close_all_incoming(State).
+
+close_all_incoming(#peer_state{incoming = Incoming} = State) ->
+    _ = [close_incoming(Source, State) || Source <- maps:keys(Incoming)],
     ok.
 
 %%--------------------------------------------------------------------

@@ -1000,10 +1000,7 @@ peer_down_not_waited(Config) when is_list(Config) ->
     Linger = "\"$0\" \"$@\"; sleep 5",
     {ok, Peer, Node} = ?START(Config, #{exec => {"/bin/sh", ["-c", Linger, os:find_executable("erl")]}}),
     NodeOsPid = peer_call(Config, Peer, Node, os, getpid, []),
-    {ok, Stat} = file:read_file("/proc/" ++ NodeOsPid ++ "/stat"),
-    %% the fields after the command's closing parenthesis: state, then the parent's pid
-    [_, AfterCommand] = string:split(Stat, ") ", trailing),
-    [_State, WrapperOsPid | _] = string:lexemes(binary_to_list(AfterCommand), " "),
+    WrapperOsPid = rpeer_test_lib:os_parent_pid(NodeOsPid),
     MRef = monitor(process, Peer),
     halt_peer(Config, Peer, Node, 0),
     ?assertEqual(normal, receive_down(MRef, 2000)),

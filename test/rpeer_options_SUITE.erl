@@ -410,7 +410,8 @@ leftovers() ->
     Controllers = [P || P <- processes(),
                         proc_lib:initial_call(P) =:= {rpeer, init, ['Argument__1']}],
     OsPid = os:getpid(),
-    Children = [Pid || Pid <- filelib:wildcard("[0-9]*", "/proc"), parent(Pid) =:= OsPid],
+    Children = [Pid || Pid <- filelib:wildcard("[0-9]*", "/proc"),
+                        rpeer_test_lib:os_parent_pid(Pid) =:= OsPid],
     {ok, Tasks} = file:list_dir("/proc/self/task"),
     %% rpeer's spawner threads are a pool, long-lived by design (see spawn.rs)
     Threads = [Name || Task <- Tasks,
@@ -422,16 +423,6 @@ leftovers() ->
 pipe_count() ->
     length([Fd || Fd <- filelib:wildcard("*", "/proc/self/fd"),
                   {ok, "pipe:" ++ _} <- [file:read_link("/proc/self/fd/" ++ Fd)]]).
-
-parent(OsPid) ->
-    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
-        {ok, Stat} ->
-            [_, AfterCommand] = string:split(Stat, ") ", trailing),
-            [_State, Parent | _] = string:lexemes(binary_to_list(AfterCommand), " "),
-            Parent;
-        {error, _} ->
-            none
-    end.
 
 %%--------------------------------------------------------------------
 %% Cases per connection kind

@@ -56,6 +56,7 @@
     wait_until/2,
     wait_for_state/3,
     os_pid_alive/1,
+    os_parent_pid/1,
     os_pid_exists/1,
     os_pid_stat/1,
     wait_os_pid_gone/2,
@@ -252,6 +253,20 @@ wait_state_loop(Peer, Pred, Deadline) ->
     end.
 
 %% @doc Whether an OS process exists and is not a zombie.
+%% @doc The parent's OS pid of OS process OsPid (from /proc/OsPid/stat), or `none'
+%% when it is gone.
+-spec os_parent_pid(string()) -> string() | none.
+os_parent_pid(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} ->
+            %% the fields after the command's closing parenthesis: state, then the parent
+            [_, AfterCommand] = string:split(Stat, ") ", trailing),
+            [_State, Parent | _] = string:lexemes(binary_to_list(AfterCommand), " "),
+            Parent;
+        {error, _} ->
+            none
+    end.
+
 -spec os_pid_alive(string()) -> boolean().
 os_pid_alive(OsPid) ->
     case os_pid_stat(OsPid) of
