@@ -91,7 +91,9 @@ init_per_group(other_release, Config) ->
     %%  this node's (Debian sid's on the host; the host's in sid and trixie).
     Root = os:getenv("RPEER_OTHER_OTP_ROOT", ""),
     Chroot = find_program("chroot"),
-    case filelib:is_regular(filename:join(Root, "usr/bin/erl")) andalso Chroot =/= false of
+    %% (filename:join("", "usr/bin/erl") is "/usr/bin/erl": an unset root is no root)
+    case Root =/= "" andalso Chroot =/= false
+        andalso filelib:is_regular(filename:join(Root, "usr/bin/erl")) of
         true -> [{other_release_exec, {Chroot, [Root, "/usr/bin/erl"]}} | Config];
         false -> {skip, "RPEER_OTHER_OTP_ROOT names no root filesystem with an erl, or no chroot"}
     end.
