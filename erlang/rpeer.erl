@@ -64,7 +64,7 @@
 -include("rpeer_peer_side.hrl").
 
 -ifdef(TEST).
--export([find_executable/2, frame_term/1]).
+-export([find_executable/2]).
 -endif.
 
 %% gen_server callbacks
@@ -161,16 +161,6 @@
 %% Default timeout for peer node to boot.
 -define(WAIT_BOOT_TIMEOUT, 15000).
 
-%% Largest frame accepted from a tcp peer (the standard_io decoder has the same bound).
--define(MAX_FRAME, 256 * 1024 * 1024).
-
-%% frame_term/1: frames from this size on (the NIF's resource binaries) give a binary
-%%  ending their tuple (or a tuple last in it, as `{ok, Bin}' in a reply) as a
-%%  sub-binary; its BINARY_EXT is looked for in this many bytes, so the rest of the frame
-%%  that the sub-binary keeps alive is at most that.
--define(SHARED_BINARY_FRAME, 65536).
--define(SHARED_BINARY_PREFIX, 1024).
-
 %% How much of the peer's latest console and stderr output is kept, for boot failures.
 -define(OUTPUT_TAIL, 4096).
 
@@ -255,12 +245,14 @@ call(Dest, M, F, A, Timeout) ->
 %% @doc Cast M:F(A) remotely, don't care about the result
 -spec cast(Dest :: server_ref(), Module :: module(), Function :: atom(), Args :: [term()]) -> ok.
 cast(Dest, M, F, A) ->
+    ok = rpeer_frame:fits({cast, M, F, A}),
     gen_server:cast(Dest, {cast, M, F, A}).
 
 %% @doc Sends a message to pid or named process on the peer node
 %%  using alternative connection. No delivery guarantee.
 -spec send(Dest :: server_ref(), To :: pid() | atom(), Message :: term()) -> ok.
 send(Dest, To, Message) ->
+    ok = rpeer_frame:fits({message, To, Message}),
     gen_server:cast(Dest, {send, To, Message}).
 
 %%--------------------------------------------------------------------
@@ -278,6 +270,8 @@ send(Dest, To, Message) ->
           channel :: undefined | rpeer_nif:channel(),
           %% tags the channel's messages: {rpeer, Tag, Event}
           tag :: reference(),
+          %% the largest frame either way (see rpeer_frame), read at the start
+          max_frame :: rpeer_frame:limit(),
           %% the channel once frames can be sent: after the tcp peer connected, and
           %%  until the peer is gone
           connection :: undefined | rpeer_nif:channel(),
@@ -316,12 +310,12 @@ send(Dest, To, Message) ->
 -type state() :: #peer_state{}.
 
 -spec init([term()]) -> {ok, state()} | {stop, term()}.
-init([Notify, Options]) ->
+init([Notify, Options, MaxFrame]) ->
     process_flag(trap_exit, true), %% need this to ensure terminate/2 is called
     Tag = make_ref(),
-    case maybe_listen(Tag, Options) of
+    case maybe_listen(Tag, Options, MaxFrame) of
         {ok, Channel, Listen} ->
-            {Exec, Args} = command_line(Listen, Options),
+            {Exec, Args} = command_line(Listen, Options, MaxFrame),
             PostProcessArgs = maps:get(post_process_args, Options, fun (As) -> As end),
             FinalArgs = PostProcessArgs(Args),
             UserEnv = maps:get(env, Options, []),
@@ -333,12 +327,14 @@ init([Notify, Options]) ->
                                    _ when Detached -> {make_ref(), detached};
                                    _ -> {make_ref(), standard_io}
                                end,
-            case rpeer_nif:spawn(SpawnTag, native(Program), [native(A) || A <- FinalArgs], Env, Mode) of
+            case rpeer_nif:spawn(SpawnTag, native(Program), [native(A) || A <- FinalArgs], Env, Mode,
+                                 MaxFrame) of
                 {ok, Spawned} ->
                     _ = Channel =/= undefined andalso verifies_peer(Options)
                         andalso rpeer_nif:expect_peer(Channel, Spawned),
                     State = #peer_state{options = saved_options(Options), notify = Notify,
-                                        args = Args, exec = Exec, tag = Tag},
+                                        args = Args, exec = Exec, tag = Tag,
+                                        max_frame = MaxFrame},
                     Launched = State#peer_state{launcher = {SpawnTag, Spawned, not Detached}},
                     {ok, read_stdout(Spawned, connected(Spawned, Channel, Launched))};
                 {error, Reason} ->
@@ -412,10 +408,15 @@ fd_port(Fd) ->
 handle_call({call, _M, _F, _A}, _From, #peer_state{connection = undefined} = State) ->
     {reply, {error, noconnection}, State};
 
-handle_call({call, M, F, A}, From,
-            #peer_state{connection = Conn, outstanding = Out, seq = Seq} = State) ->
-    origin_to_peer(Conn, {call, Seq, M, F, A}),
-    {noreply, State#peer_state{outstanding = Out#{Seq => From}, seq = Seq + 1}};
+handle_call({call, M, F, A}, From, #peer_state{connection = Conn, outstanding = Out, seq = Seq,
+                                               max_frame = MaxFrame} = State) ->
+    case rpeer_frame:check({call, Seq, M, F, A}, MaxFrame) of
+        {ok, Frame} ->
+            _ = rpeer_nif:send(Conn, Frame),
+            {noreply, State#peer_state{outstanding = Out#{Seq => From}, seq = Seq + 1}};
+        {too_large, Size} ->
+            {reply, {error, rpeer_frame:too_large(Size, MaxFrame)}, State}
+    end;
 
 %% OTP 26+ peer side, while booting: start cover on the peer when test_server asked for it.
 handle_call({starting, Node}, _From, #peer_state{options = Options} = State) ->
@@ -445,16 +446,14 @@ handle_call(group_leader, _From, State) ->
 handle_cast({cast, _M, _F, _A}, #peer_state{connection = undefined} = State) ->
     {noreply, State};
 
-handle_cast({cast, M, F, A}, #peer_state{connection = Conn} = State) ->
-    origin_to_peer(Conn, {cast, M, F, A}),
-    {noreply, State};
+handle_cast({cast, M, F, A}, State) ->
+    {noreply, origin_to_peer({cast, M, F, A}, State)};
 
 handle_cast({send, _Dest, _Message}, #peer_state{connection = undefined} = State) ->
     {noreply, State};
 
-handle_cast({send, Dest, Message}, #peer_state{connection = Conn} = State) ->
-    origin_to_peer(Conn, {message, Dest, Message}),
-    {noreply, State}.
+handle_cast({send, Dest, Message}, State) ->
+    {noreply, origin_to_peer({message, Dest, Message}, State)}.
 
 %%--------------------------------------------------------------------
 %% events of the alternative connection's channel and of the peer's OS process
@@ -555,11 +554,14 @@ channel_event(channel, {accept_failed, Reason}, State) ->
     %% stop unconditionally, it is essentially a part of gen_server:init callback
     {stop, {inet_async, Reason}, State#peer_state{connection = undefined}};
 
-%% the tcp connection ended (or a frame over the limit ended it, which closing the
-%%  channel shuts down): assume node is stopped
-channel_event(channel, {closed, Reason}, #peer_state{channel = Channel} = State) ->
+%% the tcp connection ended, whatever the socket said: assume node is stopped
+channel_event(channel, {closed, _Reason}, #peer_state{channel = Channel} = State) ->
     ok = rpeer_nif:close(Channel),
-    {down, closed_reason(Reason), close_incoming(channel, State#peer_state{connection = undefined})};
+    {down, tcp_closed, close_incoming(channel, State#peer_state{connection = undefined})};
+
+%% a tcp frame over the limit was read past (see rpeer_frame): a reply fails its call
+channel_event(channel, {frame_too_large, Size, Head}, State) ->
+    {ok, frame_too_large(Size, Head, State)};
 
 %% the standard_io peer exited, returned Status code
 channel_event(channel, {exit_status, Status}, State) ->
@@ -692,9 +694,10 @@ incoming_event(channel, {frame, Frame}, State) ->
     {ok, handle_frame(Frame, State)};
 incoming_event(_Source, {console, Text}, State) ->
     {ok, forward_output(console, Text, State)};
-%% the end of the tcp connection
-incoming_event(channel, {closed, _Reason} = Closed, State) ->
-    channel_event(channel, Closed, State);
+%% the end of the tcp connection, a frame over the limit
+incoming_event(channel, Event, State) when element(1, Event) =:= closed;
+                                          element(1, Event) =:= frame_too_large ->
+    channel_event(channel, Event, State);
 %% a dist or tcp peer's stdout carries no control frames
 incoming_event(launcher, {frame, _Frame}, State) ->
     {ok, State}.
@@ -713,13 +716,6 @@ close_incoming(Source, #peer_state{incoming = Incoming} = State) ->
         error ->
             State
     end.
-
-%% A closed tcp connection is peer's tcp_closed, whatever the socket said; a frame over
-%%  the limit is named.
-closed_reason({frame_too_large, _Size} = Reason) ->
-    Reason;
-closed_reason(_Closed) ->
-    tcp_closed.
 
 %%--------------------------------------------------------------------
 %% cleanup/termination
@@ -935,7 +931,7 @@ shutdown(dist, Node, Timeout) ->
 shutdown(undefined, _Node, Timeout) ->
     Timeout; %% the alternative connection is already gone
 shutdown(Conn, _Node, Timeout) ->
-    origin_to_peer(Conn, {cast, init, stop, []}),
+    _ = rpeer_nif:send(Conn, erlang:term_to_iovec({cast, init, stop, []})),
     Timeout.
 
 %% Verify options correctness (Dialyzer also does the job, but slightly less convenient)
@@ -1044,9 +1040,10 @@ make_notify_ref(false) ->
 
 start_it(Options, StartFun) ->
     verify_args(Options),
+    MaxFrame = rpeer_frame:max_size(),
     WaitBoot = maps:get(wait_boot, Options, ?WAIT_BOOT_TIMEOUT),
     Notify = make_notify_ref(WaitBoot),
-    case gen_server:StartFun(?MODULE, [Notify, Options], []) of
+    case gen_server:StartFun(?MODULE, [Notify, Options, MaxFrame], []) of
         {ok, Pid} when WaitBoot =:= infinity; is_integer(WaitBoot) ->
             {wait, _, Ref} = Notify,
             Mref = erlang:monitor(process, Pid),
@@ -1122,7 +1119,7 @@ down(Reason, State) ->
 %%  controller cannot act on is dropped (see dropped/3): the peer's mistake never takes
 %%  the controller, and with it the peer, down.
 handle_frame(Frame, State) ->
-    try frame_term(Frame) of
+    try rpeer_frame:to_term(Frame) of
         Term ->
             handle_alternative_data(Term, byte_size(Frame), State)
     catch
@@ -1130,69 +1127,9 @@ handle_frame(Frame, State) ->
             dropped(not_a_term, byte_size(Frame), State)
     end.
 
-%% binary_to_term/1 of a frame, except that a large binary ending the frame's tuple (a
-%%  reply {reply, Seq, ok, Bin} or {reply, Seq, ok, {ok, Bin}}, a message {message, To,
-%%  Bin}) is a sub-binary of the frame instead of a copy: a 1 MiB reply is not copied
-%%  once more (the frame of 64 KiB and more is the NIF's resource binary already),
-%%  100 MiB are not copied into fresh memory. A candidate start P of the binary is its
-%%  start only when a BINARY_EXT there runs exactly to the frame's end and the bytes
-%%  before P followed by [] decode exactly (so P is where an element starts), with that
-%%  [] the last element of tuples down from the top. Anything else is binary_to_term/1.
--spec frame_term(binary()) -> term().
-frame_term(<<131, 104, Arity, _/binary>> = Frame)
-  when Arity > 0, byte_size(Frame) >= ?SHARED_BINARY_FRAME ->
-    case ending_binary(Frame, 3, min(byte_size(Frame) - 5, ?SHARED_BINARY_PREFIX)) of
-        {ok, Start, Size} ->
-            %% the term with [] (NIL_EXT, one byte) in place of the binary
-            <<Encoded:Start/binary, _/binary>> = Frame,
-            Holed = <<Encoded/binary, 106>>,
-            try binary_to_term(Holed, [used]) of
-                {Term, Used} when Used =:= byte_size(Holed) ->
-                    case fill_hole(Term, binary:part(Frame, Start + 5, Size)) of
-                        {ok, Filled} -> Filled;
-                        error -> binary_to_term(Frame)
-                    end;
-                _ ->
-                    binary_to_term(Frame)
-            catch
-                error:badarg ->
-                    binary_to_term(Frame)
-            end;
-        error ->
-            binary_to_term(Frame)
-    end;
-frame_term(Frame) ->
-    binary_to_term(Frame).
-
-%% Puts Binary where the [] that ends the encoding is: down from the top, the last
-%%  element of each tuple (the element encoded last). Anything else on the way (a list
-%%  tail, a map's value) is left to binary_to_term/1.
-fill_hole(Tuple, Binary) when tuple_size(Tuple) > 0 ->
-    Last = tuple_size(Tuple),
-    case fill_hole(element(Last, Tuple), Binary) of
-        {ok, Filled} -> {ok, setelement(Last, Tuple, Filled)};
-        error -> error
-    end;
-fill_hole([], Binary) ->
-    {ok, Binary};
-fill_hole(_Term, _Binary) ->
-    error.
-
-%% A BINARY_EXT at Start (at most Last) whose bytes end the frame: {ok, Start, Size}.
-ending_binary(_Frame, Start, Last) when Start > Last ->
-    error;
-ending_binary(Frame, Start, Last) ->
-    case Frame of
-        <<_:Start/binary, 109, Size:32, Rest/binary>> when byte_size(Rest) =:= Size ->
-            {ok, Start, Size};
-        _ ->
-            ending_binary(Frame, Start + 1, Last)
-    end.
-
-handle_alternative_data({io_request, From, FromRef, IoReq}, _Size, #peer_state{connection = Conn} = State) ->
+handle_alternative_data({io_request, From, FromRef, IoReq}, _Size, State) ->
     Reply = {io_reply, From, FromRef, forward_request(IoReq)},
-    Conn =/= undefined andalso origin_to_peer(Conn, Reply),
-    State;
+    origin_to_peer(Reply, State);
 handle_alternative_data({message, To, Content}, Size, State) ->
     try To ! Content of
         _ -> State
@@ -1223,11 +1160,24 @@ handle_alternative_data(_Other, Size, State) ->
 %%  {message_to_unregistered_name, Name} - `{message, Name, _}' to a name not registered here;
 %%  message_to_bad_destination - `{message, To, _}' where To is no pid, name or {Name, Node};
 %%  reply_to_unknown_call - `{reply, Seq, _, _}' for no outstanding call;
-%%  {unknown_frame, Tag, Arity} or unknown_frame - any other term.
+%%  {unknown_frame, Tag, Arity} or unknown_frame - any other term;
+%%  {frame_too_large, Limit} - a tcp frame over the limit that is no reply to a call.
 dropped(Kind, Size, State) ->
     logger:warning("rpeer: dropped a frame of ~b bytes from the peer: ~0p", [Size, Kind],
                    log_metadata(State)),
     State.
+
+%% A frame from the peer over the limit, read past and dropped by the channel (see
+%%  rpeer_frame): a reply fails its call, anything else is logged as dropped.
+frame_too_large(Size, Head, #peer_state{outstanding = Out, max_frame = MaxFrame} = State) ->
+    case rpeer_frame:reply_seq(Head) of
+        {ok, Seq} when is_map_key(Seq, Out) ->
+            {From, Rest} = maps:take(Seq, Out),
+            gen:reply(From, {error, rpeer_frame:too_large(Size, MaxFrame)}),
+            State#peer_state{outstanding = Rest};
+        _ ->
+            dropped({frame_too_large, MaxFrame}, Size, State)
+    end.
 
 %% What every log event of a controller carries, for filters and handlers.
 log_metadata(#peer_state{node = Node}) ->
@@ -1245,14 +1195,30 @@ forward_request(Req) ->
             {error, terminated}
     end.
 
-%% Sends a term to the peer over the alternative connection: as term_to_iovec/1's
-%%  binaries, so that a large binary in it goes out as it is, not copied into the
-%%  frame (term_to_binary/1 copies 100 MiB into fresh memory: page faults of ~3.5 ms
-%%  per MiB on a VM). A channel that closed meanwhile is not an error here: its end
-%%  arrives as an event.
-origin_to_peer(Conn, Term) ->
-    _ = rpeer_nif:send(Conn, erlang:term_to_iovec(Term)),
-    ok.
+%% Sends a term to the peer over the alternative connection, if there is one: as
+%%  term_to_iovec/1's binaries, so that a large binary in it goes out as it is, not
+%%  copied into the frame (term_to_binary/1 copies 100 MiB into fresh memory). A channel
+%%  that closed meanwhile is not an error here: its end arrives as an event. The caller
+%%  of cast/4 and send/3 checked the size; a frame over the limit here (the limit
+%%  changed since, or an answer to an I/O request) is not sent.
+origin_to_peer(_Term, #peer_state{connection = undefined} = State) ->
+    State;
+origin_to_peer(Term, #peer_state{connection = Conn, max_frame = MaxFrame} = State) ->
+    case rpeer_frame:check(Term, MaxFrame) of
+        {ok, Frame} ->
+            _ = rpeer_nif:send(Conn, Frame),
+            State;
+        {too_large, Size} ->
+            not_sent(Term, rpeer_frame:too_large(Size, MaxFrame), State)
+    end.
+
+%% A frame over the limit: the I/O request it answers gets the error instead.
+not_sent({io_reply, From, FromRef, _Reply}, Reason, State) ->
+    origin_to_peer({io_reply, From, FromRef, {error, Reason}}, State);
+not_sent(Term, Reason, State) ->
+    logger:warning("rpeer: did not send a ~0p frame to the peer: ~0p", [element(1, Term), Reason],
+                   log_metadata(State)),
+    State.
 
 boot_complete(Node, _Result, #peer_state{notify = false} = State) ->
     State#peer_state{peer_state = running, node = Node};
@@ -1270,21 +1236,21 @@ boot_complete(Node, Result, #peer_state{notify = {ReplyTo, Tag}} = State) ->
 %%  With `Port' alone, a local peer (no exec wrapper) is offered, and listened for on,
 %%  loopback only; a peer started through a wrapper, maybe elsewhere, every local
 %%  IPv4 address, loopback first, as peer does. `{Ip, Port}' listens where it says.
-maybe_listen(Tag, #{connection := Port} = Options) when is_integer(Port) ->
+maybe_listen(Tag, #{connection := Port} = Options, MaxFrame) when is_integer(Port) ->
     case local_exec(Options) of
         true ->
-            listen(Tag, {127, 0, 0, 1}, Port, [{127, 0, 0, 1}], Options);
+            listen(Tag, {{127, 0, 0, 1}, Port}, [{127, 0, 0, 1}], Options, MaxFrame);
         false ->
-            listen(Tag, {0, 0, 0, 0}, Port, local_addresses(), Options)
+            listen(Tag, {{0, 0, 0, 0}, Port}, local_addresses(), Options, MaxFrame)
     end;
-maybe_listen(Tag, #{connection := {Ip, Port}} = Options) when is_integer(Port) ->
-    listen(Tag, Ip, Port, [Ip], Options);
-maybe_listen(_Tag, _Options) ->
+maybe_listen(Tag, #{connection := {Ip, Port}} = Options, MaxFrame) when is_integer(Port) ->
+    listen(Tag, {Ip, Port}, [Ip], Options, MaxFrame);
+maybe_listen(_Tag, _Options, _MaxFrame) ->
     {ok, undefined, undefined}.
 
-listen(Tag, Ip, Port, Offered, Options) ->
+listen(Tag, {Ip, Port}, Offered, Options, MaxFrame) ->
     Timeouts = {?ACCEPT_TIMEOUT, dead_link_timeout()},
-    case rpeer_nif:listen(Tag, Ip, Port, Timeouts, ?MAX_FRAME, verifies_peer(Options)) of
+    case rpeer_nif:listen(Tag, Ip, Port, Timeouts, MaxFrame, verifies_peer(Options)) of
         {ok, Channel, WaitPort} ->
             {ok, Channel, {Offered, WaitPort}};
         {error, Reason} ->
@@ -1361,7 +1327,7 @@ name_arg(Name, error, {ok, true}) ->
 name_arg(Name, error, {ok, false}) ->
     ["-sname", Name].
 
-command_line(Listen, Options) ->
+command_line(Listen, Options, MaxFrame) ->
     %% Node name/sname
     NameArg = name_arg(maps:find(name, Options), maps:find(host, Options), maps:find(longnames, Options)),
     %% additional command line args
@@ -1376,13 +1342,13 @@ command_line(Listen, Options) ->
     StartCmd =
         case Listen of
             undefined when map_get(connection, Options) =:= standard_io ->
-                stdio_user(Options);
+                stdio_user(Options, MaxFrame);
             undefined ->
                 Self = base64:encode_to_string(term_to_binary(self())),
                 DetachArgs ++ ["-noinput", "-user", "peer", "-origin", Self, ?HANDLER_IS_USER];
             {Ips, Port} ->
                 IpStr = lists:concat(lists:join(",", [inet:ntoa(Ip) || Ip <- Ips])),
-                DetachArgs ++ ["-noinput" | tcp_user(Options, IpStr, Port)]
+                DetachArgs ++ ["-noinput" | tcp_user(Options, IpStr, Port, MaxFrame)]
         end,
     %% build command line
     {Exec, PreArgs} = exec(Options),
@@ -1394,18 +1360,18 @@ command_line(Listen, Options) ->
 %%  it from the directory this node loads rpeer from, unless the peer's args choose a code
 %%  loading mode that would not load it (embedded, minimal); a peer started through exec
 %%  may run where rpeer is not installed.
-stdio_user(Options) ->
+stdio_user(Options, MaxFrame) ->
     case peer_side(Options) of
-        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:user_args()];
+        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:user_args(MaxFrame)];
         peer -> ["-user", "peer"]
     end.
 
 %% The peer side of a tcp connection: OTP's peer module, started directly or through
 %%  rpeer's agent, which spares the boot user_sup's 100 ms wait for peer's `user' (see
 %%  rpeer_agent); the same choice as for standard_io.
-tcp_user(Options, IpStr, Port) ->
+tcp_user(Options, IpStr, Port, MaxFrame) ->
     case peer_side(Options) of
-        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:tcp_user_args(IpStr, Port)];
+        {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:tcp_user_args(IpStr, Port, MaxFrame)];
         peer -> ["-user", "peer", "-origin", IpStr, integer_to_list(Port), ?HANDLER_IS_USER]
     end.
 

@@ -30,7 +30,7 @@
 %% @end
 -module(rpeer_agent).
 
--export([start/0, user_args/0, tcp_user_args/2]).
+-export([start/0, user_args/1, tcp_user_args/3]).
 
 -include("rpeer_peer_side.hrl").
 
@@ -49,24 +49,33 @@
 -define(USER_WAIT_MS, 10000).
 %% gen_tcp's backend, set by inet_db from the kernel parameter inet_backend.
 -define(INET_BACKEND, {kernel, inet_backend}).
+%% The origin's frame size limit (rpeer_frame), when lower than the wire's.
+-define(MAX_FRAME_FLAG, "-rpeer_max_frame").
+-define(WIRE_MAX, 16#FFFFFFFF).
 
 %% @doc The peer's command line arguments that start it with the agent (the origin adds
-%% rpeer's code path).
--spec user_args() -> [string()].
-user_args() ->
+%% rpeer's code path), sending frames of at most `MaxFrame' bytes.
+-spec user_args(rpeer_frame:limit()) -> [string()].
+user_args(MaxFrame) ->
     ["-user", atom_to_list(?MODULE),
-     "-origin", ?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING, ?HANDLER_IS_USER].
+     "-origin", ?STDIO_ADDRESS_STRING, ?STDIO_PORT_STRING, ?HANDLER_IS_USER | max_frame_args(MaxFrame)].
 
 %% @doc The peer's command line arguments that start a tcp peer through the agent: peer's
 %% own tcp channel to `Ips' (comma-separated) and `Port', without user_sup's 100 ms wait.
--spec tcp_user_args(string(), inet:port_number()) -> [string()].
-tcp_user_args(Ips, Port) when Port =/= ?STDIO_PORT ->
-    ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port), ?HANDLER_IS_USER].
+-spec tcp_user_args(string(), inet:port_number(), rpeer_frame:limit()) -> [string()].
+tcp_user_args(Ips, Port, MaxFrame) when Port =/= ?STDIO_PORT ->
+    ["-user", atom_to_list(?MODULE), "-origin", Ips, integer_to_list(Port), ?HANDLER_IS_USER
+     | max_frame_args(MaxFrame)].
+
+%% The wire's own limit needs no flag: the command line stays as short as it can.
+max_frame_args(?WIRE_MAX) -> [];
+max_frame_args(MaxFrame) -> [?MAX_FRAME_FLAG, integer_to_list(MaxFrame)].
 
 %% @doc The `-user' entry point: peer's channel handler, over the node's stdin/stdout or
 %% (any other `-origin') over tcp, its frames coded by rpeer either way.
 -spec start() -> pid().
 start() ->
+    persistent_term:put({?MODULE, max_frame}, max_frame_arg()),
     persistent_term:put({?MODULE, default_tcp_module}, inet_db:tcp_module()),
     persistent_term:put({?MODULE, starter}, self()),
     ok = inet_db:set_tcp_module(?MODULE),
@@ -88,6 +97,12 @@ peer_start() ->
         peer:start()
     after
         process_flag(error_handler, ErrorHandler)
+    end.
+
+max_frame_arg() ->
+    case init:get_argument(list_to_atom(tl(?MAX_FRAME_FLAG))) of
+        {ok, [[Digits]]} -> list_to_integer(Digits);
+        _ -> ?WIRE_MAX
     end.
 
 %% user_sup sleeps 100 ms if `user' is not registered when start/0 returns: wait for the
@@ -233,12 +248,42 @@ is_origin(Address, Port) ->
     end.
 
 %% @private
+%% peer's frames to the origin (term_to_binary/1 of its terms). One over the origin's
+%%  limit is not sent, see refuse/3.
 -spec send({'$inet', ?MODULE, reference()}, iodata()) -> ok | {error, closed}.
-send({'$inet', ?MODULE, _}, Packet) ->
-    case persistent_term:get({?MODULE, connection}, stdio) of
-        stdio -> rpeer_nif:send(channel(), iolist_to_binary(Packet));
-        Connection -> gen_tcp:send(Connection, Packet)
+send({'$inet', ?MODULE, _} = Socket, Packet) ->
+    Size = iolist_size(Packet),
+    case persistent_term:get({?MODULE, max_frame}) of
+        MaxFrame when Size > MaxFrame ->
+            refuse(Socket, iolist_to_binary(Packet), rpeer_frame:too_large(Size, MaxFrame));
+        _ ->
+            case persistent_term:get({?MODULE, connection}, stdio) of
+                stdio -> rpeer_nif:send(channel(), iolist_to_binary(Packet));
+                Connection -> gen_tcp:send(Connection, Packet)
+            end
     end.
+
+%% A frame over the limit: a reply becomes the error the call raises at the origin; an
+%%  I/O request is answered here with the error (io:put_chars/2 of 1 GiB fails instead
+%%  of waiting for ever); anything else (a message to the origin) is dropped with a
+%%  warning, which reaches the origin as this node's console output. Decoding the frame
+%%  takes a process of its own, whose memory goes with it.
+refuse(Socket, Frame, Reason) ->
+    case rpeer_frame:reply_seq(binary:part(Frame, 0, min(byte_size(Frame), 64))) of
+        {ok, Seq} ->
+            send(Socket, term_to_binary({reply, Seq, error, {Reason, []}}));
+        error ->
+            {Pid, MRef} = spawn_monitor(fun () -> refuse_decoded(binary_to_term(Frame), Reason) end),
+            receive {'DOWN', MRef, process, Pid, _} -> ok end
+    end.
+
+refuse_decoded({io_request, From, ReplyAs, _Request}, Reason) ->
+    From ! {io_reply, ReplyAs, {error, Reason}};
+refuse_decoded(Term, Reason) when is_tuple(Term), tuple_size(Term) > 0 ->
+    logger:warning("rpeer: a ~0p frame to the origin was not sent: ~0p", [element(1, Term), Reason],
+                   #{domain => [rpeer]});
+refuse_decoded(_Term, Reason) ->
+    logger:warning("rpeer: a frame to the origin was not sent: ~0p", [Reason], #{domain => [rpeer]}).
 
 %% @private
 %% peer asks for the next frame after each one it handled (`{active, once}').

@@ -14,7 +14,7 @@
 %%     spawned channel;</li>
 %% <li>`{failed, Why}': a channel thread failed (a bug in rpeer); last event;</li>
 %% <li>`{launch_failed, Errno}': the program could not be started at all (it is
-%%     launched after spawn/5 returned); last event of a spawned channel;</li>
+%%     launched after spawn/6 returned); last event of a spawned channel;</li>
 %% <li>`accepted': the tcp peer connected: its connection is the incoming stream;</li>
 %% <li>`{accept_failed, timeout | Errno}': no tcp peer connected in time;</li>
 %% <li>`{rejected, Address}': a verifying tcp channel closed, unread, a connection that
@@ -33,27 +33,29 @@
 %% polls it in the scheduler's pollset as it polls stock peer's standard_io port, and
 %% decodes what the port delivers with {@link decode_incoming/2} into `{frame, Binary}'
 %% and `{console, Binary}' events (console text as stderr's); the end of the tcp
-%% connection decodes as `{closed, closed}', a frame over the limit as
-%% `{closed, {frame_too_large, Size}}'. When a large frame is coming, the owner closes the
+%% connection decodes as `{closed, closed}'; a tcp frame over the limit is read past and
+%% dropped, and decodes as `{frame_too_large, Size, Head}' (Head: its first bytes, at
+%% most 64). When a large frame is coming, the owner closes the
 %% port and reads what the stream holds of the frame ({@link read_incoming/1}); if the
 %% frame goes on, the channel's thread reads its rest (a port reads 64 KiB at a time, a
 %% message each) and then sends `resume': the owner opens a port again. The exit status
 %% can arrive before the end of stdout: the owner orders them.
 -module(rpeer_nif).
 
--export([spawn/5, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
+-export([spawn/6, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
          incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
          release_incoming/1]).
 -export_type([channel/0, incoming_event/0]).
 
--nifs([spawn/5, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
+-nifs([spawn/6, listen/6, expect_peer/2, attach_stdio/1, attach_tcp/2, send/2, ack/2, close/1, kill/1, os_pid/1,
        incoming_fd/1, decode_incoming/2, read_incoming/1, incoming_read_bytes/1,
        release_incoming/1]).
 -on_load(load/0).
 
 -opaque channel() :: reference().
 -type incoming_event() :: {frame | console, binary()}
-                        | {closed, closed | {frame_too_large, non_neg_integer()}}.
+                        | {frame_too_large, Size :: non_neg_integer(), Head :: binary()}
+                        | {closed, closed}.
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -82,17 +84,19 @@ priv_dir() ->
 
 %% @doc Starts `Exec' with `Args' and exactly the environment `Env'. `standard_io'
 %% connects its stdin/stdout/stderr to the channel; `detached' gives it /dev/null and the
-%% origin's stderr, and the channel only reports the exit status.
+%% origin's stderr, and the channel only reports the exit status. A frame on its stdout
+%% is at most `MaxFrame' bytes: a longer one is taken for console text.
 -spec spawn(Tag :: term(), Exec :: binary(), Args :: [binary()], Env :: [{binary(), binary()}],
-            standard_io | detached) ->
+            standard_io | detached, MaxFrame :: non_neg_integer()) ->
           {ok, channel()} | {error, {exec, Errno :: atom(), Path :: binary()} | atom()}.
-spawn(_Tag, _Exec, _Args, _Env, _Mode) ->
+spawn(_Tag, _Exec, _Args, _Env, _Mode, _MaxFrame) ->
     erlang:nif_error(nif_not_loaded).
 
 %% @doc Listens on `Ip:Port' (SO_REUSEADDR) and accepts one connection within
 %% `AcceptTimeout' milliseconds. A connection whose other end leaves data or keepalive
 %% probes unanswered for `DeadLink' milliseconds (0: never) is closed with
-%% `{closed, etimedout}'. Frames longer than `MaxFrame' end the connection. With
+%% `{closed, etimedout}'. Frames longer than `MaxFrame' are dropped unread and reported
+%% (`{frame_too_large, Size, Head}'). With
 %% `Verify', only a connection from the peer's process group (see {@link expect_peer/2})
 %% is accepted; others are closed unread and reported as `{rejected, Address}'.
 -spec listen(Tag :: term(), inet:ip_address(), inet:port_number(),

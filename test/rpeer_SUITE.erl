@@ -261,22 +261,22 @@ frame_term_is_binary_to_term(Config) when is_list(Config) ->
              {reply, 7, ok, {ok, {}, Big}}, {reply, 7, ok, {{<<109, (Size + 5):32>>}, Big}}],
     [begin
          Frame = term_to_binary(Term),
-         ?assertEqual(Term, rpeer:frame_term(Frame)),
+         ?assertEqual(Term, rpeer_frame:to_term(Frame)),
          Compressed = term_to_binary(Term, [compressed]),
-         ?assertEqual(Term, rpeer:frame_term(Compressed))
+         ?assertEqual(Term, rpeer_frame:to_term(Compressed))
      end || Term <- Terms],
     %% shared, not copied: the reply's binary is a part of the frame
     ReplyFrame = term_to_binary({reply, 1, ok, Big}),
-    {reply, 1, ok, Shared} = rpeer:frame_term(ReplyFrame),
+    {reply, 1, ok, Shared} = rpeer_frame:to_term(ReplyFrame),
     ?assertEqual(byte_size(ReplyFrame), binary:referenced_byte_size(Shared)),
     NestedFrame = term_to_binary({reply, 1, ok, {ok, {nested, Big}}}),
-    {reply, 1, ok, {ok, {nested, Nested}}} = rpeer:frame_term(NestedFrame),
+    {reply, 1, ok, {ok, {nested, Nested}}} = rpeer_frame:to_term(NestedFrame),
     ?assertEqual(byte_size(NestedFrame), binary:referenced_byte_size(Nested)),
     %% a small frame is decoded as it is
-    {reply, 1, ok, Small} = rpeer:frame_term(term_to_binary({reply, 1, ok, <<0:8000>>})),
+    {reply, 1, ok, Small} = rpeer_frame:to_term(term_to_binary({reply, 1, ok, <<0:8000>>})),
     ?assertEqual(1000, byte_size(Small)),
     %% not a term: the same error as binary_to_term/1
-    ?assertError(badarg, rpeer:frame_term(<<131, 104, 2, 109, 0:(70000 * 8)>>)).
+    ?assertError(badarg, rpeer_frame:to_term(<<131, 104, 2, 109, 0:(70000 * 8)>>)).
 
 random_name_default() ->
     [{doc, "random_name/0 is \"peer-N-OsPid\" and unique on each call"}].

@@ -291,7 +291,7 @@ boot_skips_string_only() ->
       "work on the peer as usual"}].
 
 boot_skips_string_only(Config) when is_list(Config) ->
-    ["-user", "rpeer_agent", "-origin", Address, _Port, "-peer_detached"] = rpeer_agent:user_args(),
+    ["-user", "rpeer_agent", "-origin", Address, _Port, "-peer_detached"] = rpeer_agent:user_args(16#FFFFFFFF),
     [?assertEqual(string:lexemes(Addresses, ","),
                   rpeer_agent:undefined_function(string, lexemes, [Addresses, ","]))
      || Addresses <- [Address, "127.0.0.1,10.213.0.1", ",a,,b,", ""]],

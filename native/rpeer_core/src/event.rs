@@ -35,10 +35,13 @@ pub enum Event {
     AcceptFailed(Failure),
     /// A connection that is not the peer's was closed unread (its remote address).
     Rejected(String),
-    /// The tcp connection ended (decoded from its end of file or an oversized frame by
+    /// The tcp connection ended (decoded from its end of file by
     /// [`crate::incoming::Incoming`], or a failure the channel's thread saw); a second
     /// one may follow (the thread's hang-up after the end of file).
     Closed(Failure),
+    /// A tcp frame declared longer than the channel's maximum was read past and dropped;
+    /// its declared size and its first bytes (at most [`crate::tcp::SKIPPED_HEAD`]).
+    FrameTooLarge { size: usize, head: Vec<u8> },
     /// The channel's thread failed (a bug in rpeer: a panic); nothing follows.
     Failed(String),
     /// The thread reading a large frame from an incoming stream is done: the owner reads
@@ -60,8 +63,6 @@ pub enum Failure {
     Eof,
     /// No connection came within the accept timeout.
     Timeout,
-    /// The peer declared a frame longer than the channel's maximum.
-    FrameTooLarge(usize),
     /// An I/O error, as the OS names it (e.g. `econnreset`).
     Io(String),
 }
@@ -71,7 +72,6 @@ impl fmt::Display for Failure {
         match self {
             Failure::Eof => write!(f, "closed"),
             Failure::Timeout => write!(f, "timeout"),
-            Failure::FrameTooLarge(len) => write!(f, "frame_too_large({len})"),
             Failure::Io(name) => write!(f, "{name}"),
         }
     }

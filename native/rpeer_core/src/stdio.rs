@@ -31,10 +31,18 @@ use std::time::{Duration, Instant};
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Starts the channel of a spawned program. With pipes, frames sent on the channel go to
-/// its stdin, and its stdout is returned for the owner to read; without (a detached
+/// its stdin, and its stdout is returned for the owner to read, with frames up to
+/// `max_frame` bytes (a longer one is not taken for a frame); without (a detached
 /// program) the channel only reports the exit status.
-pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Option<Incoming>)> {
-    let stdout = spawned.stdout.take().map(stdout).transpose()?;
+pub fn start(
+    mut spawned: Spawned,
+    max_frame: usize,
+    sink: impl Sink,
+) -> io::Result<(Channel, Option<Incoming>)> {
+    let stdout = match spawned.stdout.take() {
+        Some(fd) => Some(stdout(fd, max_frame)?),
+        None => None,
+    };
     let shared = Shared::new()?;
     let queue = match spawned.stdin {
         Some(stdin) => {
@@ -58,8 +66,8 @@ pub fn start(mut spawned: Spawned, sink: impl Sink) -> io::Result<(Channel, Opti
 
 /// The origin's end of a spawned program's stdout, read by the owner: frames, and
 /// console text made valid UTF-8.
-fn stdout(fd: OwnedFd) -> io::Result<Incoming> {
-    let stdout = Incoming::new(Box::new(StdoutDecoder::new(true)))?;
+fn stdout(fd: OwnedFd, max_frame: usize) -> io::Result<Incoming> {
+    let stdout = Incoming::new(Box::new(StdoutDecoder::new(true, max_frame)))?;
     stdout.open(fd)?;
     Ok(stdout)
 }
@@ -72,9 +80,9 @@ struct StdoutDecoder {
 }
 
 impl StdoutDecoder {
-    fn new(console: bool) -> Self {
+    fn new(console: bool, max_frame: usize) -> Self {
         StdoutDecoder {
-            decoder: Decoder::new(),
+            decoder: Decoder::with_max_frame(max_frame),
             console: console.then(Utf8Assembler::new),
             wire: Vec::new(),
         }
@@ -166,7 +174,9 @@ impl Reader {
     }
 
     fn run(mut self, sink: &mut impl Sink) {
-        let mut decoder = StdoutDecoder::new(false);
+        // The peer side's stdin carries only the origin's frames, which the origin checked
+        // against its limit: any size the wire can say is taken.
+        let mut decoder = StdoutDecoder::new(false, u32::MAX as usize);
         let mut events = Vec::new();
         let mut errors = Utf8Assembler::new();
         let mut buf = vec![0u8; READ_BUFFER];
@@ -284,7 +294,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
+    use crate::codec::{self, DEFAULT_MAX_FRAME};
     use crate::event::TestSink;
     use crate::spawn::{spawn, Spec, StdioMode};
     use crossbeam_channel::{unbounded, Receiver};
@@ -300,7 +310,12 @@ mod tests {
             stdio,
         };
         let (tx, rx) = unbounded();
-        let (channel, stdout) = start(spawn(&spec).expect("spawn"), TestSink(tx)).expect("start");
+        let (channel, stdout) = start(
+            spawn(&spec).expect("spawn"),
+            DEFAULT_MAX_FRAME,
+            TestSink(tx),
+        )
+        .expect("start");
         (channel, stdout, rx)
     }
 
@@ -410,7 +425,7 @@ mod tests {
     #[test]
     fn stdout_decoder_joins_frames_and_characters_split_across_reads() {
         let (read_end, _write_end) = crate::sys::pipe().expect("pipe");
-        let stdout = stdout(read_end).expect("stdout");
+        let stdout = stdout(read_end, DEFAULT_MAX_FRAME).expect("stdout");
         let mut wire = "é:".as_bytes().to_vec();
         codec::encode_frame(b"split", &mut wire);
         wire.extend_from_slice(&[b'!', 0xC3]);

@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest frame payload accepted from the peer.
+/// Largest frame payload accepted from the peer by default.
 pub const DEFAULT_MAX_FRAME: usize = crate::codec::DEFAULT_MAX_FRAME;
 const HEADER_LEN: usize = 4;
 
@@ -330,26 +330,70 @@ fn read_burst(
     }
 }
 
+/// How many bytes of a skipped frame's payload are kept for its owner: enough to tell
+/// which call a reply belongs to (`{reply, Seq, ...}` encodes its sequence number within
+/// the first 20 bytes).
+pub const SKIPPED_HEAD: usize = 64;
+
 /// Decodes the connection's frames: a 4-byte big-endian length, then the payload. A
-/// frame declared over the maximum ends the connection (`Closed(FrameTooLarge)`): the
-/// rest of the stream is not read.
+/// frame declared over the maximum is skipped (read and dropped as it comes, so memory
+/// stays flat) and reported once, with its first bytes; the frames after it decode as
+/// usual, since the length says exactly where it ends.
 struct FrameDecoder {
     max_frame: usize,
-    header: [u8; HEADER_LEN],
-    header_len: usize,
-    /// The frame being received and its length.
-    payload: Option<(Vec<u8>, usize)>,
-    too_large: bool,
+    state: FrameState,
+}
+
+/// Where the decoder stands in the stream.
+enum FrameState {
+    /// Reading a frame's length; `filled` of its bytes are in `bytes`.
+    Header {
+        bytes: [u8; HEADER_LEN],
+        filled: usize,
+    },
+    /// Receiving a payload of `len` bytes into `payload`.
+    Payload { payload: Vec<u8>, len: usize },
+    /// Dropping a payload of `len` bytes over the maximum; `left` of them still to come,
+    /// the first [`SKIPPED_HEAD`] kept in `head`.
+    Skipping {
+        len: usize,
+        left: usize,
+        head: Vec<u8>,
+    },
+}
+
+impl FrameState {
+    fn header() -> Self {
+        FrameState::Header {
+            bytes: [0; HEADER_LEN],
+            filled: 0,
+        }
+    }
 }
 
 impl FrameDecoder {
     fn new(max_frame: usize) -> Self {
         FrameDecoder {
             max_frame,
-            header: [0; HEADER_LEN],
-            header_len: 0,
-            payload: None,
-            too_large: false,
+            state: FrameState::header(),
+        }
+    }
+
+    /// The state after a complete header declaring `len` bytes.
+    fn after_header(&self, len: usize, out: &mut Vec<Event>) -> FrameState {
+        if len > self.max_frame {
+            let head = Vec::with_capacity(len.min(SKIPPED_HEAD));
+            FrameState::Skipping {
+                len,
+                left: len,
+                head,
+            }
+        } else if len == 0 {
+            out.push(Event::Frame(Vec::new()));
+            FrameState::header()
+        } else {
+            let payload = crate::buffers::take(len);
+            FrameState::Payload { payload, len }
         }
     }
 }
@@ -357,57 +401,74 @@ impl FrameDecoder {
 impl StreamDecoder for FrameDecoder {
     fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) {
         loop {
-            if let Some((payload, len)) = &mut self.payload {
-                // Also with no bytes: the payload may have been filled directly.
-                let take = (*len - payload.len()).min(bytes.len());
-                payload.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if payload.len() < *len {
-                    return;
+            // Each arm consumes what it can; a completed frame or header moves on, and an
+            // empty feed still completes a payload that was filled directly.
+            let next = match &mut self.state {
+                FrameState::Header {
+                    bytes: header,
+                    filled,
+                } => {
+                    let take = (HEADER_LEN - *filled).min(bytes.len());
+                    header[*filled..*filled + take].copy_from_slice(&bytes[..take]);
+                    *filled += take;
+                    bytes = &bytes[take..];
+                    if *filled < HEADER_LEN {
+                        return;
+                    }
+                    let len = u32::from_be_bytes(*header) as usize;
+                    self.after_header(len, out)
                 }
-                if let Some((payload, _)) = self.payload.take() {
-                    out.push(Event::Frame(payload));
+                FrameState::Payload { payload, len } => {
+                    let take = (*len - payload.len()).min(bytes.len());
+                    payload.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    if payload.len() < *len {
+                        return;
+                    }
+                    out.push(Event::Frame(std::mem::take(payload)));
+                    FrameState::header()
                 }
-            }
-            if bytes.is_empty() || self.too_large {
+                FrameState::Skipping { len, left, head } => {
+                    let take = (*left).min(bytes.len());
+                    let keep = (SKIPPED_HEAD - head.len().min(SKIPPED_HEAD)).min(take);
+                    head.extend_from_slice(&bytes[..keep]);
+                    bytes = &bytes[take..];
+                    *left -= take;
+                    if *left > 0 {
+                        return;
+                    }
+                    out.push(Event::FrameTooLarge {
+                        size: *len,
+                        head: std::mem::take(head),
+                    });
+                    FrameState::header()
+                }
+            };
+            self.state = next;
+            if bytes.is_empty() && !matches!(self.state, FrameState::Payload { .. }) {
                 return;
-            }
-            let take = (HEADER_LEN - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
-            self.header_len += take;
-            bytes = &bytes[take..];
-            if self.header_len < HEADER_LEN {
-                return;
-            }
-            self.header_len = 0;
-            let len = u32::from_be_bytes(self.header) as usize;
-            if len > self.max_frame {
-                self.too_large = true;
-                out.push(Event::Closed(Failure::FrameTooLarge(len)));
-            } else if len == 0 {
-                out.push(Event::Frame(Vec::new()));
-            } else {
-                self.payload = Some((crate::buffers::take(len), len));
             }
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Event>) {
-        if !self.too_large {
-            out.push(Event::Closed(Failure::Eof));
-        }
+        out.push(Event::Closed(Failure::Eof));
     }
 
     fn awaiting(&self) -> usize {
-        match &self.payload {
-            Some((payload, len)) => len - payload.len(),
-            None if self.header_len > 0 => HEADER_LEN - self.header_len,
-            None => 0,
+        match &self.state {
+            FrameState::Header { filled: 0, .. } => 0,
+            FrameState::Header { filled, .. } => HEADER_LEN - filled,
+            FrameState::Payload { payload, len } => len - payload.len(),
+            FrameState::Skipping { left, .. } => *left,
         }
     }
 
     fn payload_in_progress(&mut self) -> Option<(&mut Vec<u8>, usize)> {
-        self.payload.as_mut().map(|(payload, len)| (payload, *len))
+        match &mut self.state {
+            FrameState::Payload { payload, len } => Some((payload, *len)),
+            _ => None,
+        }
     }
 }
 
@@ -785,21 +846,25 @@ mod tests {
     }
 
     #[test]
-    fn oversized_declared_frame_closes_the_channel() {
+    fn a_frame_over_the_maximum_is_skipped_and_the_next_one_arrives() {
         let (channel, incoming, rx, port) = loopback_channel(Duration::from_secs(10), 16);
         let mut peer = connect_peer(port, &rx);
+        let oversized = vec![b'o'; 1000];
         peer.write_all(&1000u32.to_be_bytes()).expect("write");
+        peer.write_all(&oversized).expect("write");
+        peer.write_all(&[0, 0, 0, 2, b'o', b'k']).expect("write");
         assert_eq!(
-            port_events(&incoming, 1),
-            [Event::Closed(Failure::FrameTooLarge(1000))]
+            port_events(&incoming, 2),
+            [
+                Event::FrameTooLarge {
+                    size: 1000,
+                    head: oversized[..SKIPPED_HEAD].to_vec()
+                },
+                Event::Frame(b"ok".to_vec())
+            ]
         );
-        // The owner closes the channel, which shuts the connection down.
         channel.close();
-        let mut rest = Vec::new();
-        assert_eq!(
-            peer.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0),
-            0
-        );
+        incoming.release();
     }
 
     #[test]
@@ -890,13 +955,44 @@ mod tests {
     }
 
     #[test]
-    fn nothing_after_a_frame_too_large_is_decoded() {
+    fn a_frame_too_large_is_skipped_and_reported_with_its_head() {
+        let mut wire = vec![0, 0, 0, 4, 1, 2, 3, 4, 0, 0, 0, 1, 9];
+        let big: Vec<u8> = (0..200u8).collect();
+        wire.extend_from_slice(&(big.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&big);
+        wire.extend_from_slice(&[0, 0, 0, 2, 7, 8]);
+        for split in 1..wire.len() {
+            let mut decoder = FrameDecoder::new(3);
+            let mut events = Vec::new();
+            decoder.feed(&wire[..split], &mut events);
+            decoder.feed(&wire[split..], &mut events);
+            assert_eq!(decoder.awaiting(), 0, "split at {split}");
+            decoder.finish(&mut events);
+            let expected = [
+                Event::FrameTooLarge {
+                    size: 4,
+                    head: vec![1, 2, 3, 4],
+                },
+                Event::Frame(vec![9]),
+                Event::FrameTooLarge {
+                    size: 200,
+                    head: big[..SKIPPED_HEAD].to_vec(),
+                },
+                Event::Frame(vec![7, 8]),
+                Event::Closed(Failure::Eof),
+            ];
+            assert_eq!(events, expected, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn a_skipped_frame_awaits_what_is_left_of_it() {
         let mut decoder = FrameDecoder::new(3);
         let mut events = Vec::new();
-        decoder.feed(&[0, 0, 0, 4, 1, 2, 3, 4, 0, 0, 0, 1, 9], &mut events);
-        decoder.finish(&mut events);
-        assert_eq!(events, [Event::Closed(Failure::FrameTooLarge(4))]);
-        assert_eq!(decoder.awaiting(), 0);
+        decoder.feed(&[0, 0, 1, 0, 5, 5], &mut events);
+        assert_eq!(decoder.awaiting(), 256 - 2);
+        assert!(decoder.payload_in_progress().is_none());
+        assert!(events.is_empty());
     }
 
     #[test]

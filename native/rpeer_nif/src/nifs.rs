@@ -36,8 +36,9 @@ pub fn load(_env: Env, load_info: Term) -> bool {
 }
 
 /// Starts `Exec Args` with exactly the environment `Env`; `Mode` is `standard_io`
-/// (pipes: the channel carries frames) or `detached` (the channel reports only the exit
-/// status). Events go to the caller as `{rpeer, Tag, Event}`.
+/// (pipes: the channel carries frames, those from the program up to `MaxFrame` bytes)
+/// or `detached` (the channel reports only the exit status). Events go to the caller as
+/// `{rpeer, Tag, Event}`.
 #[rustler::nif]
 fn spawn<'a>(
     env: Env<'a>,
@@ -46,6 +47,7 @@ fn spawn<'a>(
     arguments: Vec<Binary<'a>>,
     environment: Vec<(Binary<'a>, Binary<'a>)>,
     mode: Atom,
+    max_frame: usize,
 ) -> NifResult<Term<'a>> {
     let stdio = if mode == atoms::standard_io() {
         StdioMode::Piped
@@ -80,7 +82,7 @@ fn spawn<'a>(
         }
     };
     let sink = ProcessSink::new(env.pid(), tag);
-    match stdio::start(spawned, sink) {
+    match stdio::start(spawned, max_frame, sink) {
         Ok((channel, stdout)) => {
             // The channel sees the program's output, or why it could not be launched.
             spawn::launch(launch);

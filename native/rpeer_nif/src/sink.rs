@@ -99,6 +99,9 @@ pub fn encode_event<'a>(env: Env<'a>, event: Event) -> Term<'a> {
             (atoms::accept_failed(), failure_term(env, failure)).encode(env)
         }
         Event::Closed(failure) => (atoms::closed(), failure_term(env, failure)).encode(env),
+        Event::FrameTooLarge { size, head } => {
+            (atoms::frame_too_large(), size, binary(env, &head)).encode(env)
+        }
         Event::Rejected(address) => (atoms::rejected(), address).encode(env),
         Event::Failed(what) => (atoms::failed(), what).encode(env),
         Event::LaunchFailed(errno) => (atoms::launch_failed(), errno_atom(env, &errno)).encode(env),
@@ -110,7 +113,6 @@ fn failure_term<'a>(env: Env<'a>, failure: Failure) -> Term<'a> {
     match failure {
         Failure::Eof => atoms::closed().encode(env),
         Failure::Timeout => atoms::timeout().encode(env),
-        Failure::FrameTooLarge(len) => (atoms::frame_too_large(), len).encode(env),
         Failure::Io(name) => errno_atom(env, &name),
     }
 }
