@@ -2,7 +2,8 @@
 %%
 %% Run it with `bench/run [quick|full] [key=value ...]' (see bench/README.md). Every
 %% figure is shown for both implementations with the ratio rpeer/stock, since the
-%% machine is shared and absolute numbers are noisy.
+%% machine is shared and absolute numbers are noisy. The table's chart (rpeer_chart) is
+%% written beside it: RESULTS.svg for RESULTS.md.
 %%
 %% Sections: boot, latency, throughput (with the long_schedule check), nif_calls,
 %% console, concurrent, codec. Each measurement runs in its own process (trapping exits, so a
@@ -99,7 +100,8 @@ run(Cfg = #{sections := Sections}) ->
     io:put_chars(["\n", Table, "\n", Notes]),
     Out = maps:get(out, Cfg),
     ok = write_results(Out, Text),
-    progress("written to ~s", [Out]).
+    progress("written to ~s", [Out]),
+    progress("chart written to ~s", [rpeer_chart:write(Out)]).
 
 %% The generated part sits between two markers; whatever else the file holds (sections
 %% others added below it) is kept. A file without the markers keeps its old content
