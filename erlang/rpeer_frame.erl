@@ -43,6 +43,7 @@
 -define(SMALL_BIG, 110).
 
 -type limit() :: 0..?WIRE_MAX.
+%% A frame size limit in bytes: at most what the wire's 32-bit size field can say.
 
 %% @doc The frame size limit: the `rpeer' application's `max_frame' (bytes), or the
 %% wire's 4294967295 when unset. A value that is not an integer in 0..4294967295
