@@ -1,23 +1,18 @@
 //! Reuse of the buffers of large incoming frames.
 //!
 //! A tcp frame's payload is read straight into a buffer of its size, which becomes the
-//! Erlang binary. Freshly allocated, its pages fault in as they are first written
-//! (~0.5 ms per MiB here): every other 1 MiB reply in a row took 257 page faults, while
-//! stock peer's binaries come from the VM's cached carriers and took none. A buffer
+//! Erlang binary. Freshly allocated, its pages fault in as they are first written (a
+//! series of 1 MiB replies page-faulted on every other one, see bench/RESULTS.md), while
+//! stock peer's binaries come from the VM's cached carriers and take none. A buffer
 //! whose binary is garbage-collected comes back here ([`give_back`]) and carries the
 //! next large frame with its pages already there.
 //!
-//! Bounded: only buffers of [`MIN_CAPACITY`] to [`MAX_CAPACITY`] bytes are kept, at most
-//! [`MAX_POOLED`] bytes of them in all (memory the process keeps after its large frames).
+//! Bounded: only buffers of [`POOL_MIN_CAPACITY`] to [`POOL_MAX_CAPACITY`] bytes are
+//! kept, at most [`POOL_MAX_BYTES`] bytes of them in all (memory the process keeps after
+//! its large frames; the values and their reasons are in `tuning`).
 
+use crate::tuning::{POOL_MAX_BYTES, POOL_MAX_CAPACITY, POOL_MIN_CAPACITY};
 use parking_lot::Mutex;
-
-/// Smaller frames are cheap to allocate (and most are copied into a VM binary anyway).
-pub const MIN_CAPACITY: usize = 256 * 1024;
-/// Larger frames are rare and their transfer dwarfs the faults.
-pub const MAX_CAPACITY: usize = 4 * 1024 * 1024;
-/// Bytes of capacity kept in all.
-pub const MAX_POOLED: usize = 8 * 1024 * 1024;
 
 struct Pool {
     buffers: Vec<Vec<u8>>,
@@ -40,9 +35,9 @@ pub fn give_back(buf: Vec<u8>) {
     }
 }
 
-/// Sizes the pool deals in (see [`MIN_CAPACITY`] and [`MAX_CAPACITY`]).
+/// Sizes the pool deals in (see [`POOL_MIN_CAPACITY`] and [`POOL_MAX_CAPACITY`]).
 fn is_kept_size(bytes: usize) -> bool {
-    (MIN_CAPACITY..=MAX_CAPACITY).contains(&bytes)
+    (POOL_MIN_CAPACITY..=POOL_MAX_CAPACITY).contains(&bytes)
 }
 
 impl Pool {
@@ -67,7 +62,7 @@ impl Pool {
     }
 
     fn give_back(&mut self, mut buf: Vec<u8>) {
-        if self.bytes + buf.capacity() <= MAX_POOLED {
+        if self.bytes + buf.capacity() <= POOL_MAX_BYTES {
             buf.clear();
             self.bytes += buf.capacity();
             self.buffers.push(buf);
@@ -82,31 +77,31 @@ mod tests {
     #[test]
     fn a_buffer_given_back_carries_the_next_frame_of_its_size_empty() {
         let mut pool = Pool::new();
-        let mut first = Vec::with_capacity(MIN_CAPACITY + 12_345);
+        let mut first = Vec::with_capacity(POOL_MIN_CAPACITY + 12_345);
         first.extend_from_slice(b"old bytes");
         let addr = first.as_ptr();
         pool.give_back(first);
-        let again = pool.take(MIN_CAPACITY + 100).expect("kept buffer");
+        let again = pool.take(POOL_MIN_CAPACITY + 100).expect("kept buffer");
         assert!(again.is_empty());
         assert_eq!(again.as_ptr(), addr);
-        assert!(pool.take(MIN_CAPACITY).is_none(), "taken once only");
+        assert!(pool.take(POOL_MIN_CAPACITY).is_none(), "taken once only");
     }
 
     #[test]
     fn a_buffer_over_twice_the_size_asked_for_stays_kept() {
         let mut pool = Pool::new();
-        pool.give_back(Vec::with_capacity(MAX_CAPACITY));
-        assert!(pool.take(MIN_CAPACITY).is_none());
-        assert!(pool.take(MAX_CAPACITY / 2).is_some());
+        pool.give_back(Vec::with_capacity(POOL_MAX_CAPACITY));
+        assert!(pool.take(POOL_MIN_CAPACITY).is_none());
+        assert!(pool.take(POOL_MAX_CAPACITY / 2).is_some());
     }
 
     #[test]
     fn the_pool_keeps_at_most_its_bound() {
         let mut pool = Pool::new();
-        for _ in 0..(2 * MAX_POOLED / MAX_CAPACITY + 2) {
-            pool.give_back(Vec::with_capacity(MAX_CAPACITY));
+        for _ in 0..(2 * POOL_MAX_BYTES / POOL_MAX_CAPACITY + 2) {
+            pool.give_back(Vec::with_capacity(POOL_MAX_CAPACITY));
         }
-        assert!(pool.bytes <= MAX_POOLED);
+        assert!(pool.bytes <= POOL_MAX_BYTES);
         assert_eq!(
             pool.bytes,
             pool.buffers.iter().map(Vec::capacity).sum::<usize>()
@@ -116,7 +111,7 @@ mod tests {
     #[test]
     fn sizes_outside_the_range_are_not_kept() {
         // Through the process-wide pool: nothing of these sizes may end up in it.
-        give_back(Vec::with_capacity(MAX_CAPACITY + 1));
+        give_back(Vec::with_capacity(POOL_MAX_CAPACITY + 1));
         give_back(Vec::with_capacity(16));
         let pool = POOL.lock();
         assert!(pool.buffers.iter().all(|buf| is_kept_size(buf.capacity())));

@@ -14,9 +14,10 @@
 //! Aborting (the owner died) drops the queue at once.
 
 use crate::codec::{self, FrameEncoder};
-use crate::event::{Event, Flow, Sink, DEFAULT_WINDOW};
+use crate::event::{Event, Flow, Sink};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest, Waker};
+use crate::tuning::{DEFAULT_WINDOW, INLINE_MAX, INLINE_PREFIXED_MAX, WRITE_CHUNK};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::io;
@@ -24,17 +25,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Bytes of payload encoded per write: bounds the writer's buffer for any frame size.
-const WRITE_CHUNK: usize = 256 * 1024;
-/// Payload the caller encodes and writes itself (a few tens of microseconds): a whole
-/// frame up to this size, else the frame's start, so that its first bytes leave without
-/// waiting for the writer thread to wake up.
-const INLINE_MAX: usize = 64 * 1024;
-/// Payload of a length-prefixed frame the caller writes itself, at most: the whole frame
-/// up to this size, else the frame's start; what the socket does not take at once is
-/// left to the writer thread. A write into a loopback socket also runs the receiving
-/// side's stack: 1 MiB took ~850 us, 256 KiB stays near 200 us.
-const INLINE_PREFIXED_MAX: usize = 256 * 1024;
 /// Parts one write takes at most (Linux's IOV_MAX); the rest goes with the next write.
 const MAX_IOVECS: usize = 1024;
 

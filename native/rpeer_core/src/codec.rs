@@ -96,6 +96,10 @@
 //! Console text, arbitrary bytes, is made valid UTF-8 for `io:put_chars(unicode, ..)`
 //! by [`Utf8Assembler`].
 
+use crate::tuning::{
+    DECODE_PIECE, DIRECT, ENCODE_BLOCK, KEEP_CAPACITY, RESYNC_HEAD, RESYNC_TAIL, SETTLE_MAX,
+    SUM_STEP,
+};
 use std::str;
 
 /// Bytes of the size field before the payload (before nibble encoding).
@@ -109,13 +113,6 @@ pub const DEFAULT_MAX_FRAME: usize = 256 * 1024 * 1024;
 const ENC_HEADER: usize = 2 * HEADER_LEN;
 /// Encoded length of the CRC field.
 const ENC_TRAILER: usize = 2 * TRAILER_LEN;
-/// Payload bytes encoded per block, summed just before (the block is then in cache).
-const BLOCK: usize = 16 * 1024;
-/// Payload bytes decoded per piece: the piece is decoded and checked onto the payload in
-/// one pass, then summed while it is still in L1 cache.
-const PIECE: usize = 4 * 1024;
-/// Held buffer capacity above which the buffer is released once empty.
-const KEEP_CAPACITY: usize = 1 << 20;
 
 /// Whether `byte` has the shape of an encoded nibble, `0b11xxxx11`.
 #[inline]
@@ -188,7 +185,7 @@ impl FrameEncoder {
     /// Appends the encoding of the next part of the payload.
     pub fn chunk(&mut self, part: &[u8], out: &mut Vec<u8>) {
         out.reserve(2 * part.len());
-        for block in part.chunks(BLOCK) {
+        for block in part.chunks(ENCODE_BLOCK) {
             self.crc.update(block);
             encode_nibbles(block, out);
         }
@@ -269,7 +266,7 @@ fn decode_pairs(raw: &[u8], payload: &mut Vec<u8>) -> u8 {
 /// summed there while it is still in cache (no scratch copy, no zero fill; the piece is
 /// read again only if the run ends in it).
 fn decode_run(raw: &[u8], payload: &mut Vec<u8>, crc: &mut crc32fast::Hasher) -> usize {
-    for (i, piece) in raw.chunks(2 * PIECE).enumerate() {
+    for (i, piece) in raw.chunks(2 * DECODE_PIECE).enumerate() {
         let start = payload.len();
         let run = if decode_pairs(piece, payload) & 0xC3 == 0xC3 {
             piece.len()
@@ -279,7 +276,7 @@ fn decode_run(raw: &[u8], payload: &mut Vec<u8>, crc: &mut crc32fast::Hasher) ->
         payload.truncate(start + run / 2);
         crc.update(&payload[start..]);
         if run < piece.len() {
-            return i * 2 * PIECE + run;
+            return i * 2 * DECODE_PIECE + run;
         }
     }
     raw.len()
@@ -467,29 +464,8 @@ mod crc_algebra {
     }
 }
 
-/// Decoded bytes between the prefix CRCs a [`Run`] keeps.
-const SUM_STEP: usize = 128;
-
-/// Candidates at most this many bytes long (encoded) are checked by decoding and summing
-/// them. In the fast path only the first longer one that fails is; the rest of its run
-/// is then searched in a [`Run`], in constant time a candidate.
-const DIRECT: usize = 256;
-
-/// Rule 4 of the module documentation takes a frame that ends where the data ends if
-/// it is at most this long (encoded bytes), whatever stands before it: a reply of up to
-/// 1 KiB. Each read that leaves a candidate waiting scans starts this far back (half of
-/// them, those of the right parity, and mostly with a test that vectorizes).
-pub const RESYNC_TAIL: usize = 2048;
-/// ... or if it starts at most this many bytes after the waiting candidate's start: a
-/// reply of any length after a few stray bytes. Indexed once per waiting candidate.
-pub const RESYNC_HEAD: usize = 256;
-
 // The tail scan's prefilter needs the sizes it looks for to fit in 16 bits.
 const _: () = assert!(RESYNC_TAIL <= 1 << 17);
-
-/// Resolved stretches left that are no longer than this (encoded) go back to streaming
-/// in a [`Body`].
-const SETTLE_MAX: usize = 4 * ENC_HEADER;
 
 /// The unresolved stretch of the current nibble run (the general path: before a
 /// candidate's size is known, after a candidate failed, or when a later frame ends
@@ -1686,11 +1662,17 @@ mod tests {
 
     #[test]
     fn large_frame_across_decode_pieces_in_odd_reads() {
-        let payload: Vec<u8> = (0..5 * PIECE + 3)
+        let payload: Vec<u8> = (0..5 * DECODE_PIECE + 3)
             .map(|i| (i * 7 + i / 251) as u8)
             .collect();
         let stream = [b"x".to_vec(), frame(&payload), b"y".to_vec()].concat();
-        for read in [1, 3, 2 * PIECE - 1, 2 * PIECE + 1, stream.len()] {
+        for read in [
+            1,
+            3,
+            2 * DECODE_PIECE - 1,
+            2 * DECODE_PIECE + 1,
+            stream.len(),
+        ] {
             let events = decode_in_reads(&stream, read);
             assert_eq!(
                 events,
@@ -1703,10 +1685,17 @@ mod tests {
     #[test]
     fn a_streaming_candidate_cut_by_text_is_text_wherever_it_is_cut() {
         // A text byte inside the body: before it, after an odd byte, deep in a piece.
-        let encoded = frame(&vec![0x5A; 3 * PIECE]);
-        for cut in [16, 17, 18, 2 * PIECE + 5, 2 * PIECE + 6, 5 * PIECE + 1] {
+        let encoded = frame(&vec![0x5A; 3 * DECODE_PIECE]);
+        for cut in [
+            16,
+            17,
+            18,
+            2 * DECODE_PIECE + 5,
+            2 * DECODE_PIECE + 6,
+            5 * DECODE_PIECE + 1,
+        ] {
             let stream = [&encoded[..cut], b"!", &encoded[cut..]].concat();
-            for read in [7, 2 * PIECE - 3, stream.len()] {
+            for read in [7, 2 * DECODE_PIECE - 3, stream.len()] {
                 let events = decode_in_reads(&stream, read);
                 assert_eq!(events, [console(&stream)], "cut at {cut}, reads of {read}");
             }

@@ -8,9 +8,6 @@
 use parking_lot::{Condvar, Mutex};
 use std::fmt;
 
-/// Data events the owner may have unhandled at once (see [`Flow`]).
-pub const DEFAULT_WINDOW: usize = 64;
-
 /// An event of a channel, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -40,7 +37,7 @@ pub enum Event {
     /// one may follow (the thread's hang-up after the end of file).
     Closed(Failure),
     /// A tcp frame declared longer than the channel's maximum was read past and dropped;
-    /// its declared size and its first bytes (at most [`crate::tcp::SKIPPED_HEAD`]).
+    /// its declared size and its first bytes (at most [`crate::tuning::SKIPPED_HEAD`]).
     FrameTooLarge { size: usize, head: Vec<u8> },
     /// The channel's thread failed (a bug in rpeer: a panic); nothing follows.
     Failed(String),

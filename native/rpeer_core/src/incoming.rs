@@ -10,7 +10,8 @@
 //! the stream holds already ([`Incoming::read_now`]) and has the channel's thread read
 //! on ([`Incoming::read_on_thread`]): the frame's rest in big reads, straight into the
 //! frame, and the frames after it while they are large too (large replies often come
-//! in a series, and closing a port and opening the next costs ~100 us); the thread
+//! in a series, and closing a port and opening the next costs more than reading on,
+//! see `tuning`); the thread
 //! hands the stream back (`Resume`) once a stretch of frames up to a read that ends
 //! between frames was small, or very large.
 //!
@@ -20,6 +21,10 @@
 
 use crate::event::Event;
 use crate::sys::{self, Interest, Ready};
+use crate::tuning::{
+    LINGER_BELOW, PORT_CLOSE_GRACE, READ_BUFFER, READ_NOW_FIRST_STEP, READ_NOW_MAX_STEP,
+    READ_NOW_TIME, THREAD_READ_FROM,
+};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{self, Read};
@@ -27,44 +32,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Bytes a read on the owner's behalf takes at a time.
-pub const READ_BUFFER: usize = 256 * 1024;
-
-/// The rest of a frame from which reading it on a thread pays (raw bytes): well over
-/// one port read (64 KiB), so that small frames never leave the port.
-pub const THREAD_READ_FROM: usize = 256 * 1024;
-
-/// The channel's thread keeps the stream after a large stretch only under this size
-/// (see [`Incoming::read_on_thread`]): a series of 1 MiB replies stays on the thread
-/// (~10 % faster than a port close and open each), while a frame past it starts on a
-/// port again, whose decoder allocates it on a VM scheduler (10 MiB replies read wholly
-/// on the thread, allocated there, ran 10-20 % slower).
-pub const LINGER_BELOW: usize = 4 * 1024 * 1024;
-
-/// How long the owner goes on reading a large frame itself (see [`Incoming::read_now`]):
-/// the rest of a 1 MiB tcp reply (~100 us), or of a standard_io one read and decoded
-/// (~200 us), when the frame's buffer was used before.
-const READ_NOW_TIME: Duration = Duration::from_micros(250);
-
-/// Raw bytes of the first read in [`Incoming::read_now`]: a frame's buffer may be memory
-/// never touched before (a large frame's), whose page faults cost ~3.5 ms per MiB on
-/// this project's VMs, so the first read stays near 0.25 ms even then; each next one is
-/// sized by the rate of the one before to end near [`READ_NOW_TIME`] (a tcp socket
-/// read costs more per call than per byte: 64 KiB steps made 1 MiB replies 25 % slower).
-const READ_NOW_FIRST_STEP: usize = 64 * 1024;
-
-/// Raw bytes of one read in [`Incoming::read_now`] at most, whatever the rate: the rate
-/// of a read into memory used before says nothing of the next read's pages, and 256 KiB
-/// of fresh memory take ~0.9 ms of page faults here, so a NIF call stays near 1 ms at
-/// worst (2 MiB steps could take 7 ms). Only the first large frame of a series is read
-/// here now (the channel's thread reads on), so the extra reads cost little.
-const READ_NOW_MAX_STEP: usize = 256 * 1024;
-
-/// How long a dropped [`Incoming`] keeps its descriptor open when the owner never said
-/// that the port reading it is closed: a port closes when its owner dies, maybe just
-/// after the owner's resources are dropped, and must not find its descriptor reused.
-const PORT_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Turns the bytes of a stream into events.
 pub trait StreamDecoder: Send {

@@ -12,3 +12,4 @@ pub mod spawn;
 pub mod stdio;
 pub mod sys;
 pub mod tcp;
+pub mod tuning;

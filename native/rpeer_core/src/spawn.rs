@@ -25,6 +25,7 @@
 //! process), and gives the program SIGKILL as its own (sent when rpeer-wait dies). A
 //! program that re-forks itself away (`-detached`) escapes this.
 
+use crate::tuning::SPAWNERS;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -37,8 +38,6 @@ use std::sync::{Arc, OnceLock};
 
 /// Written on the status pipe instead of a status when posix_spawn fails.
 const LAUNCH_FAILED: &str = "launch-failed ";
-/// Spawner threads: launches run in parallel up to this many.
-const SPAWNERS: usize = 16;
 /// rpeer-wait's descriptor for the status pipe.
 const STATUS_FD: libc::c_int = 3;
 

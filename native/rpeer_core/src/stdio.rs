@@ -19,16 +19,14 @@
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
 use crate::event::{self, Event, Failure, Sink};
-use crate::incoming::{Incoming, Stream, StreamDecoder, ThreadRead, READ_BUFFER};
+use crate::incoming::{Incoming, Stream, StreamDecoder, ThreadRead};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
+use crate::tuning::{EXIT_GRACE, READ_BUFFER};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long the reader waits for stderr to end once the program has exited.
-pub const EXIT_GRACE: Duration = Duration::from_secs(2);
+use std::time::Instant;
 
 /// Starts the channel of a spawned program. With pipes, frames sent on the channel go to
 /// its stdin, and its stdout is returned for the owner to read, with frames up to
@@ -300,6 +298,7 @@ mod tests {
     use crossbeam_channel::{unbounded, Receiver};
     use std::fs::File;
     use std::io::Read;
+    use std::time::Duration;
 
     fn start_sh(script: &str, stdio: StdioMode) -> (Channel, Option<Incoming>, Receiver<Event>) {
         let spec = Spec {
@@ -722,7 +721,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         // Without acks no more than the window of data events is delivered.
         assert!(
-            rx.len() <= crate::event::DEFAULT_WINDOW,
+            rx.len() <= crate::tuning::DEFAULT_WINDOW,
             "{} events",
             rx.len()
         );

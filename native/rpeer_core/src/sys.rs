@@ -1,6 +1,7 @@
 //! Thin wrappers over the few POSIX calls std does not offer: poll, non-blocking mode,
 //! and a level-triggered waker that interrupts a channel's blocking threads.
 
+use crate::tuning::PIPE_SIZE;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -291,10 +292,6 @@ pub fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: dup was just created and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
-
-/// Bytes a channel's pipes can hold: large frames cross in fewer, larger writes and
-/// reads, with fewer wake-ups of the other side.
-pub const PIPE_SIZE: libc::c_int = 1024 * 1024;
 
 /// Grows a pipe's buffer to [`PIPE_SIZE`] where the system allows it (best effort: the
 /// default 64 KiB works, only slower).

@@ -14,9 +14,10 @@
 
 use crate::channel::{self, Channel, Framing, Shared};
 use crate::event::{self, Event, Failure, Sink};
-use crate::incoming::{Incoming, StreamDecoder, ThreadRead, READ_BUFFER};
+use crate::incoming::{Incoming, StreamDecoder, ThreadRead};
 use crate::spawn::ProcessId;
 use crate::sys::{self, Interest};
+use crate::tuning::{READ_BUFFER, SKIPPED_HEAD};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -330,11 +331,6 @@ fn read_burst(
     }
 }
 
-/// How many bytes of a skipped frame's payload are kept for its owner: enough to tell
-/// which call a reply belongs to (`{reply, Seq, ...}` encodes its sequence number within
-/// the first 20 bytes).
-pub const SKIPPED_HEAD: usize = 64;
-
 /// Decodes the connection's frames: a 4-byte big-endian length, then the payload. A
 /// frame declared over the maximum is skipped (read and dropped as it comes, so memory
 /// stays flat) and reported once, with its first bytes; the frames after it decode as
@@ -476,7 +472,7 @@ impl StreamDecoder for FrameDecoder {
 mod tests {
     use super::*;
     use crate::event::TestSink;
-    use crate::incoming::LINGER_BELOW;
+    use crate::tuning::LINGER_BELOW;
     use crossbeam_channel::{unbounded, Receiver};
     use std::fs::File;
     use std::io::{Read, Write};

@@ -264,7 +264,7 @@ fn decode_incoming<'a>(
 }
 
 /// Reads the large frame being received from the incoming stream (its port closed) as
-/// far as the stream holds it now, for about 250 us: `{Events, Next}` as
+/// far as the stream holds it now, for about `tuning::READ_NOW_TIME`: `{Events, Next}` as
 /// decode_incoming/2. With `thread`, the channel's thread reads on, the frame's rest and
 /// the frames after it while they are large; its events come as the channel's: frames
 /// (and console text), then `resume` (read it through a port again). With `port`, a port

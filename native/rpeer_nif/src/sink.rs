@@ -5,6 +5,7 @@
 use crate::atoms;
 use crate::resource::PayloadResource;
 use rpeer_core::event::{Event, Failure, Sink};
+use rpeer_core::tuning::ZERO_COPY_FROM;
 use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::types::atom::Atom;
 use rustler::{Encoder, Env, LocalPid, OwnedBinary, ResourceArc, Term};
@@ -123,10 +124,6 @@ pub fn errno_atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
         Err(_) => name.encode(env),
     }
 }
-
-/// Frames from this size on are handed over without a copy (a resource binary); smaller
-/// ones are copied, which is cheaper than a resource.
-const ZERO_COPY_FROM: usize = 64 * 1024;
 
 /// A binary term of a frame's payload.
 fn payload_binary(env: Env, payload: Vec<u8>) -> Term {
