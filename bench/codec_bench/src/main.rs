@@ -1,7 +1,7 @@
 //! Throughput of rpeer's standard_io codec alone (MB/s of payload, the wire carries
 //! twice as many bytes). Usage: rpeer_codec_bench SIZE_MB ROUNDS
 //! Prints one line per measure: `codec <name> <size_mb> <median MB/s> <best MB/s>`.
-use rpeer_core::codec::{encode_frame, Decoder, Event, FrameEncoder};
+use rpeer_core::codec::{encode_frame, Decoder, Decoded, FrameEncoder};
 use std::time::Instant;
 
 fn main() {
@@ -48,13 +48,13 @@ fn main() {
             decoder.feed(read, &mut events);
         }
         results[2].1.push(mbps(t.elapsed().as_secs_f64()));
-        assert!(matches!(&events[..], [Event::Frame(p)] if *p == payload));
+        assert!(matches!(&events[..], [Decoded::Frame(p)] if *p == payload));
         drop(events);
         let t = Instant::now();
         let mut events = Vec::new();
         Decoder::new().feed(&encoded, &mut events);
         results[3].1.push(mbps(t.elapsed().as_secs_f64()));
-        assert!(matches!(&events[..], [Event::Frame(p)] if p.len() == len));
+        assert!(matches!(&events[..], [Decoded::Frame(p)] if p.len() == len));
     }
     for (name, mut v) in results {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());

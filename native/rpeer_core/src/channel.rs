@@ -79,36 +79,39 @@ pub enum Framing {
 
 /// The channel's send side failed: it is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+pub struct SendClosed;
 
-/// What the writer thread writes, in order.
-pub(crate) enum Item {
+/// What the writer thread writes, in order: whole frames, or the rest of frames whose
+/// start the sending caller wrote itself (see [`Channel::send`]).
+pub(crate) enum WriteItem {
+    /// A whole frame, nothing of it written yet (either framing).
     Frame(Box<dyn Outgoing>),
-    /// The rest of a frame the caller started writing itself.
-    Encoded(Vec<u8>),
+    /// The encoded bytes of a small nibble-encoded frame that the caller wrote only in
+    /// part.
+    EncodedRest(Vec<u8>),
     /// A length-prefixed frame of which the caller wrote the first `sent` bytes (the
     /// prefix included).
-    Rest {
+    PrefixedRest {
         frame: Box<dyn Outgoing>,
         sent: usize,
     },
-    /// A nibble-encoded frame whose start the caller encoded.
-    Started {
+    /// A larger nibble-encoded frame whose start the caller encoded (and wrote in part).
+    NibblesStarted {
         frame: Box<dyn Outgoing>,
-        start: Start,
+        start: NibblesStart,
     },
 }
 
 /// How far a nibble-encoded frame got: the encoder after the first `consumed` bytes of
 /// payload, and the encoded bytes not written yet.
-pub(crate) struct Start {
+pub(crate) struct NibblesStart {
     encoder: FrameEncoder,
     consumed: usize,
     unwritten: Vec<u8>,
 }
 
 /// State shared by a channel's handle and its threads.
-pub(crate) struct Shared {
+pub(crate) struct ChannelShared {
     pub(crate) flow: Flow,
     /// Woken by close(): a channel still waiting for its tcp peer stops listening.
     pub(crate) closed: Waker,
@@ -123,9 +126,9 @@ pub(crate) struct Shared {
     pub(crate) peer_group: Mutex<Option<ProcessId>>,
 }
 
-impl Shared {
+impl ChannelShared {
     pub(crate) fn new() -> io::Result<Arc<Self>> {
-        Ok(Arc::new(Shared {
+        Ok(Arc::new(ChannelShared {
             flow: Flow::new(DEFAULT_WINDOW),
             closed: Waker::new()?,
             aborted: Waker::new()?,
@@ -153,21 +156,25 @@ impl Shared {
     }
 }
 
-pub(crate) type Queue = Sender<Item>;
+pub(crate) type Queue = Sender<WriteItem>;
 
 /// The receiving end of a channel's queue, handed to its writer thread.
-pub(crate) struct Frames(Receiver<Item>);
+pub(crate) struct Frames(Receiver<WriteItem>);
 
 /// The origin's handle on one peer channel.
 pub struct Channel {
     queue: Mutex<Option<Queue>>,
-    shared: Arc<Shared>,
+    shared: Arc<ChannelShared>,
     /// The spawned program's process group, when this channel spawned it.
     pid: Option<ProcessId>,
 }
 
 impl Channel {
-    pub(crate) fn new(queue: Option<Queue>, shared: Arc<Shared>, pid: Option<ProcessId>) -> Self {
+    pub(crate) fn new(
+        queue: Option<Queue>,
+        shared: Arc<ChannelShared>,
+        pid: Option<ProcessId>,
+    ) -> Self {
         Channel {
             queue: Mutex::new(queue),
             shared,
@@ -182,11 +189,11 @@ impl Channel {
         &self,
         payload: Parts,
         keep: impl FnOnce() -> Box<dyn Outgoing>,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), SendClosed> {
         let len = parts_len(payload);
         let queue = self.queue.lock();
         let Some(queue) = &*queue else {
-            return Err(Closed);
+            return Err(SendClosed);
         };
         // Written here only when nothing queued is pending before it (the writer thread
         // lowers `queued` under the same lock, once an item is fully written).
@@ -196,20 +203,20 @@ impl Channel {
                     Framing::Nibbles if len <= INLINE_MAX => {
                         return match out.write_now(payload) {
                             Ok(None) => Ok(()),
-                            Ok(Some(rest)) => self.enqueue(queue, Item::Encoded(rest)),
-                            Err(_) => Err(Closed),
+                            Ok(Some(rest)) => self.enqueue(queue, WriteItem::EncodedRest(rest)),
+                            Err(_) => Err(SendClosed),
                         };
                     }
                     Framing::Nibbles if frame_size(len).is_ok() => {
                         return match out.write_start(payload) {
                             Ok(start) => self.enqueue(
                                 queue,
-                                Item::Started {
+                                WriteItem::NibblesStarted {
                                     frame: keep(),
                                     start,
                                 },
                             ),
-                            Err(_) => Err(Closed),
+                            Err(_) => Err(SendClosed),
                         };
                     }
                     Framing::LengthPrefixed if frame_size(len).is_ok() => {
@@ -217,33 +224,33 @@ impl Channel {
                             Ok(sent) if sent == len + 4 => Ok(()),
                             Ok(sent) => self.enqueue(
                                 queue,
-                                Item::Rest {
+                                WriteItem::PrefixedRest {
                                     frame: keep(),
                                     sent,
                                 },
                             ),
-                            Err(_) => Err(Closed),
+                            Err(_) => Err(SendClosed),
                         };
                     }
                     _ => {}
                 }
             }
         }
-        self.enqueue(queue, Item::Frame(keep()))
+        self.enqueue(queue, WriteItem::Frame(keep()))
     }
 
     /// Sends an owned payload (see [`Channel::send`]).
     #[cfg(test)]
-    pub(crate) fn send_vec(&self, payload: Vec<u8>) -> Result<(), Closed> {
+    pub(crate) fn send_vec(&self, payload: Vec<u8>) -> Result<(), SendClosed> {
         let kept = payload.clone();
         self.send(&[&payload], move || Box::new(kept))
     }
 
-    fn enqueue(&self, queue: &Queue, item: Item) -> Result<(), Closed> {
+    fn enqueue(&self, queue: &Queue, item: WriteItem) -> Result<(), SendClosed> {
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
         queue.send(item).map_err(|_| {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-            Closed
+            SendClosed
         })
     }
 
@@ -320,7 +327,7 @@ pub(crate) fn spawn_writer(
     fd: OwnedFd,
     frames: Frames,
     framing: Framing,
-    shared: Arc<Shared>,
+    shared: Arc<ChannelShared>,
 ) -> io::Result<()> {
     install_out(fd, framing, &shared)?;
     std::thread::Builder::new()
@@ -348,7 +355,7 @@ pub(crate) fn spawn_writer(
 }
 
 /// Makes `fd` the channel's outgoing side, written by senders and the writer thread.
-fn install_out(fd: OwnedFd, framing: Framing, shared: &Shared) -> io::Result<()> {
+fn install_out(fd: OwnedFd, framing: Framing, shared: &ChannelShared) -> io::Result<()> {
     if framing == Framing::Nibbles {
         // A pipe of our own: writes must not block. A socket stays blocking for its
         // reader (the file description is shared); writes to it pass MSG_DONTWAIT.
@@ -389,13 +396,13 @@ impl Out {
 
     /// Encodes the start of a larger frame (its first [`INLINE_MAX`] bytes of payload)
     /// and writes what the descriptor takes of it now.
-    fn write_start(&mut self, payload: Parts) -> io::Result<Start> {
+    fn write_start(&mut self, payload: Parts) -> io::Result<NibblesStart> {
         let mut buf = self.take_buf();
         let len = parts_len(payload);
         let mut encoder = FrameEncoder::new(len, &mut buf);
         let consumed = len.min(INLINE_MAX);
         slices(payload, 0, consumed).for_each(|part| encoder.chunk(part, &mut buf));
-        Ok(Start {
+        Ok(NibblesStart {
             encoder,
             consumed,
             unwritten: self.write_buffered(buf)?,
@@ -418,16 +425,16 @@ impl Out {
         written.map(|_| unwritten)
     }
 
-    fn write_item(&mut self, item: Item, shared: &Shared) -> io::Result<()> {
+    fn write_item(&mut self, item: WriteItem, shared: &ChannelShared) -> io::Result<()> {
         match item {
-            Item::Encoded(bytes) => self.write_all(&bytes, shared),
-            Item::Frame(frame) => self.write_frame(&*frame, shared),
-            Item::Rest { frame, sent } => self.write_prefixed(&*frame, sent, shared),
-            Item::Started { frame, start } => self.write_rest(&*frame, start, shared),
+            WriteItem::EncodedRest(bytes) => self.write_all(&bytes, shared),
+            WriteItem::Frame(frame) => self.write_frame(&*frame, shared),
+            WriteItem::PrefixedRest { frame, sent } => self.write_prefixed(&*frame, sent, shared),
+            WriteItem::NibblesStarted { frame, start } => self.write_rest(&*frame, start, shared),
         }
     }
 
-    fn write_frame(&mut self, frame: &dyn Outgoing, shared: &Shared) -> io::Result<()> {
+    fn write_frame(&mut self, frame: &dyn Outgoing, shared: &ChannelShared) -> io::Result<()> {
         // Both framings carry the size in 32 bits: refuse a larger frame before a byte.
         frame_size(frame.len())?;
         match self.framing {
@@ -435,7 +442,7 @@ impl Out {
             Framing::Nibbles => {
                 let mut header = Vec::new();
                 let encoder = FrameEncoder::new(frame.len(), &mut header);
-                let start = Start {
+                let start = NibblesStart {
                     encoder,
                     consumed: 0,
                     unwritten: header,
@@ -450,10 +457,10 @@ impl Out {
     fn write_rest(
         &mut self,
         frame: &dyn Outgoing,
-        start: Start,
-        shared: &Shared,
+        start: NibblesStart,
+        shared: &ChannelShared,
     ) -> io::Result<()> {
-        let Start {
+        let NibblesStart {
             mut encoder,
             consumed,
             unwritten,
@@ -506,7 +513,12 @@ impl Out {
 
     /// Writes a length-prefixed frame from byte `sent` on (the prefix counts), waiting
     /// for the peer to read.
-    fn write_prefixed(&self, frame: &dyn Outgoing, sent: usize, shared: &Shared) -> io::Result<()> {
+    fn write_prefixed(
+        &self,
+        frame: &dyn Outgoing,
+        sent: usize,
+        shared: &ChannelShared,
+    ) -> io::Result<()> {
         let header = frame_size(frame.len())?.to_be_bytes();
         frame.with_parts(&mut |parts| {
             let whole: Vec<&[u8]> = std::iter::once(&header[..])
@@ -584,12 +596,12 @@ impl Out {
 
     /// Writes everything, waiting for the peer to read; gives up when the channel is
     /// aborted.
-    fn write_all(&self, bytes: &[u8], shared: &Shared) -> io::Result<()> {
+    fn write_all(&self, bytes: &[u8], shared: &ChannelShared) -> io::Result<()> {
         self.write_all_parts(&[bytes], shared)
     }
 
     /// [`Out::write_all`] of a payload's parts.
-    fn write_all_parts(&self, parts: Parts, shared: &Shared) -> io::Result<()> {
+    fn write_all_parts(&self, parts: Parts, shared: &ChannelShared) -> io::Result<()> {
         let (len, mut written) = (parts_len(parts), 0);
         loop {
             let rest: Vec<&[u8]> = slices(parts, written, len).collect();
@@ -619,7 +631,7 @@ fn frame_size(len: usize) -> io::Result<u32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::codec::{Decoder, Event};
+    use crate::codec::{Decoded, Decoder};
     use std::fs::File;
     use std::io::Read;
     use std::thread::JoinHandle;
@@ -634,8 +646,8 @@ pub(crate) mod tests {
             events
                 .into_iter()
                 .map(|event| match event {
-                    Event::Frame(frame) => frame,
-                    Event::Console(text) => panic!("console text {} bytes", text.len()),
+                    Decoded::Frame(frame) => frame,
+                    Decoded::Console(text) => panic!("console text {} bytes", text.len()),
                 })
                 .collect()
         })
@@ -651,7 +663,7 @@ pub(crate) mod tests {
     fn start_of_a_large_frame_left_unwritten_by_a_full_pipe_is_written_first() {
         let (read_end, write_end) = sys::pipe().expect("pipe");
         sys::set_nonblocking(write_end.as_raw_fd()).expect("nonblocking");
-        let shared = Shared::new().expect("shared");
+        let shared = ChannelShared::new().expect("shared");
         let mut out = Out {
             fd: write_end,
             framing: Framing::Nibbles,
@@ -680,7 +692,7 @@ pub(crate) mod tests {
     /// of it: the frames, in order, once the channel is closed.
     fn nibble_channel() -> (Channel, JoinHandle<Vec<Vec<u8>>>) {
         let (read_end, write_end) = sys::pipe().expect("pipe");
-        let shared = Shared::new().expect("shared");
+        let shared = ChannelShared::new().expect("shared");
         let (queue, frames) = queue();
         spawn_writer(write_end, frames, Framing::Nibbles, Arc::clone(&shared)).expect("writer");
         let channel = Channel::new(Some(queue), shared, None);
@@ -701,7 +713,7 @@ pub(crate) mod tests {
     }
 
     /// Sends `parts` as one frame's payload.
-    pub(crate) fn send_parts(channel: &Channel, parts: Vec<Vec<u8>>) -> Result<(), Closed> {
+    pub(crate) fn send_parts(channel: &Channel, parts: Vec<Vec<u8>>) -> Result<(), SendClosed> {
         let kept = PartsPayload(parts.clone());
         let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         channel.send(&slices, move || Box::new(kept))
@@ -744,7 +756,7 @@ pub(crate) mod tests {
     fn closing_with_nothing_queued_ends_the_stream_without_the_writer_thread() {
         let (read_end, write_end) = sys::pipe().expect("pipe");
         sys::set_nonblocking(read_end.as_raw_fd()).expect("nonblocking");
-        let shared = Shared::new().expect("shared");
+        let shared = ChannelShared::new().expect("shared");
         // No writer thread: whatever reaches the reader was written by send and close.
         let (queue, _frames) = queue();
         install_out(write_end, Framing::Nibbles, &shared).expect("out");
@@ -756,7 +768,7 @@ pub(crate) mod tests {
         file.read_to_end(&mut bytes).expect("end of file");
         let (mut decoder, mut events) = (Decoder::new(), Vec::new());
         decoder.feed(&bytes, &mut events);
-        assert!(matches!(&events[..], [Event::Frame(frame)] if *frame == payload(100, 1)));
+        assert!(matches!(&events[..], [Decoded::Frame(frame)] if *frame == payload(100, 1)));
     }
 
     #[test]

@@ -90,11 +90,11 @@ impl Decoding {
 
 /// The origin's end of a stream from the peer, read by the owner, and its decoder.
 pub struct Incoming {
-    shared: Arc<Shared>,
+    shared: Arc<IncomingShared>,
 }
 
 /// What the owner and the channel's thread share of the stream.
-struct Shared {
+struct IncomingShared {
     /// `None` before the stream is there (a tcp connection not yet accepted) and once
     /// released (the owner closed the port that read it).
     fd: Mutex<Option<OwnedFd>>,
@@ -115,7 +115,7 @@ impl Incoming {
     /// A stream not there yet: [`Incoming::open`] gives it its descriptor.
     pub fn new(decoder: Box<dyn StreamDecoder>) -> io::Result<Self> {
         Ok(Incoming {
-            shared: Arc::new(Shared {
+            shared: Arc::new(IncomingShared {
                 fd: Mutex::new(None),
                 released: AtomicBool::new(false),
                 decoding: Mutex::new(Decoding {
@@ -221,7 +221,7 @@ impl Incoming {
     }
 }
 
-impl Shared {
+impl IncomingShared {
     fn open(&self, fd: OwnedFd) -> io::Result<()> {
         // The port reads it when polled; a read must never block a scheduler.
         sys::set_nonblocking(fd.as_raw_fd())?;
@@ -363,7 +363,7 @@ impl Stream {
 /// The reading a channel thread does for the owner of an [`Incoming`]: large frames,
 /// when asked. The thread polls [`ThreadRead::poll_fds`] with its own descriptors.
 pub(crate) struct ThreadRead {
-    shared: Arc<Shared>,
+    shared: Arc<IncomingShared>,
     /// The thread's duplicate of the descriptor while it reads for the owner.
     stream: Option<Stream>,
 }

@@ -16,8 +16,8 @@
 //! at most [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
 //! Until the owner releases stdout it still reads large frames there when asked.
 
-use crate::channel::{self, Channel, Framing, Shared};
-use crate::codec::{Decoder, Event as Wire, Utf8Assembler};
+use crate::channel::{self, Channel, ChannelShared, Framing};
+use crate::codec::{Decoded, Decoder, Utf8Assembler};
 use crate::event::{self, Event, Failure, Sink};
 use crate::incoming::{Incoming, Stream, StreamDecoder, ThreadRead};
 use crate::spawn::{ExitStatusReader, Spawned};
@@ -41,7 +41,7 @@ pub fn start(
         Some(fd) => Some(stdout(fd, max_frame)?),
         None => None,
     };
-    let shared = Shared::new()?;
+    let shared = ChannelShared::new()?;
     let queue = match spawned.stdin {
         Some(stdin) => {
             let (queue, frames) = channel::queue();
@@ -74,7 +74,7 @@ fn stdout(fd: OwnedFd, max_frame: usize) -> io::Result<Incoming> {
 struct StdoutDecoder {
     decoder: Decoder,
     console: Option<Utf8Assembler>,
-    wire: Vec<Wire>,
+    decoded: Vec<Decoded>,
 }
 
 impl StdoutDecoder {
@@ -82,22 +82,22 @@ impl StdoutDecoder {
         StdoutDecoder {
             decoder: Decoder::with_max_frame(max_frame),
             console: console.then(Utf8Assembler::new),
-            wire: Vec::new(),
+            decoded: Vec::new(),
         }
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) {
-        for event in self.wire.drain(..) {
+        for event in self.decoded.drain(..) {
             match (event, &mut self.console) {
-                (Wire::Frame(payload), _) => out.push(Event::Frame(payload)),
-                (Wire::Console(text), Some(console)) => {
+                (Decoded::Frame(payload), _) => out.push(Event::Frame(payload)),
+                (Decoded::Console(text), Some(console)) => {
                     let mut utf8 = Vec::with_capacity(text.len());
                     console.push(&text, &mut utf8);
                     if !utf8.is_empty() {
                         out.push(Event::Console(utf8));
                     }
                 }
-                (Wire::Console(_), None) => {}
+                (Decoded::Console(_), None) => {}
             }
         }
     }
@@ -105,12 +105,12 @@ impl StdoutDecoder {
 
 impl StreamDecoder for StdoutDecoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        self.decoder.feed(bytes, &mut self.wire);
+        self.decoder.feed(bytes, &mut self.decoded);
         self.drain(out);
     }
 
     fn finish(&mut self, out: &mut Vec<Event>) {
-        self.decoder.finish(&mut self.wire);
+        self.decoder.finish(&mut self.decoded);
         self.drain(out);
         if let Some(console) = &mut self.console {
             let mut utf8 = Vec::new();
@@ -130,7 +130,7 @@ impl StreamDecoder for StdoutDecoder {
 /// `output` (its stdout). Ends with `Closed(Eof)` when the input ends. Only frames are
 /// delivered: the origin writes nothing else, so other bytes on stdin are noise.
 pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
-    let shared = Shared::new()?;
+    let shared = ChannelShared::new()?;
     let (queue, frames) = channel::queue();
     channel::spawn_writer(output, frames, Framing::Nibbles, Arc::clone(&shared))?;
     let reader = Reader {
@@ -154,7 +154,7 @@ struct Reader {
     stderr: Option<Stream>,
     /// The spawned program's exit status; `None` on the peer side.
     status: Option<ExitStatusReader>,
-    shared: Arc<Shared>,
+    shared: Arc<ChannelShared>,
     /// False once the owner is gone: the streams are still drained, not delivered.
     delivering: bool,
 }
@@ -704,7 +704,7 @@ mod tests {
     fn detached_program_reports_only_its_status() {
         let (channel, stdout, rx) = start_sh("exit 5", StdioMode::Detached);
         assert!(stdout.is_none());
-        assert_eq!(channel.send_vec(vec![1]), Err(channel::Closed));
+        assert_eq!(channel.send_vec(vec![1]), Err(channel::SendClosed));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).expect("event"),
             Event::ExitStatus(Some(5))

@@ -12,7 +12,7 @@
 //! without a byte read from it, reported as `Rejected`, and accepting goes on until
 //! the accept timeout.
 
-use crate::channel::{self, Channel, Framing, Shared};
+use crate::channel::{self, Channel, ChannelShared, Framing};
 use crate::event::{self, Event, Failure, Sink};
 use crate::incoming::{Incoming, StreamDecoder, ThreadRead};
 use crate::spawn::ProcessId;
@@ -57,7 +57,7 @@ pub fn start(
     verify_peer: bool,
     sink: impl Sink,
 ) -> io::Result<(Channel, Incoming)> {
-    let shared = Shared::new()?;
+    let shared = ChannelShared::new()?;
     let (queue, frames) = channel::queue();
     let thread_shared = Arc::clone(&shared);
     let incoming = Incoming::new(Box::new(FrameDecoder::new(limits.max_frame)))?;
@@ -101,7 +101,7 @@ pub fn start(
 }
 
 struct Connection<'s, S: Sink> {
-    shared: Arc<Shared>,
+    shared: Arc<ChannelShared>,
     sink: &'s mut S,
 }
 
@@ -229,7 +229,7 @@ pub fn attach_reader(socket: RawFd, sink: impl Sink) -> io::Result<Channel> {
     let socket = sys::BorrowedSocket::new(socket)?;
     let waiting = sys::Epoll::new()?;
     waiting.add(socket.fd(), SOCKET_READY)?;
-    let shared = Shared::new()?;
+    let shared = ChannelShared::new()?;
     waiting.add(shared.closed.fd(), CHANNEL_CLOSED)?;
     let reader_shared = Arc::clone(&shared);
     std::thread::Builder::new()
@@ -254,7 +254,7 @@ const CHANNEL_CLOSED: u64 = 1;
 fn read_frames(
     socket: sys::BorrowedSocket,
     waiting: &sys::Epoll,
-    shared: &Shared,
+    shared: &ChannelShared,
     sink: &mut impl Sink,
 ) {
     let mut decoder = FrameDecoder::new(u32::MAX as usize);

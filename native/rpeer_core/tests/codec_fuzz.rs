@@ -6,7 +6,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use rpeer_core::codec::{encode_frame, encoded_len, Decoder, Event};
+use rpeer_core::codec::{encode_frame, encoded_len, Decoded, Decoder};
 
 const MAX_FRAME: usize = 64;
 
@@ -77,8 +77,8 @@ fn decoder_survives_random_inputs() {
         let mut rebuilt = Vec::new();
         for event in events {
             match event {
-                Event::Console(text) => rebuilt.extend(text),
-                Event::Frame(payload) => {
+                Decoded::Console(text) => rebuilt.extend(text),
+                Decoded::Frame(payload) => {
                     prop_assert!(payload.len() <= MAX_FRAME);
                     encode_frame(&payload, &mut rebuilt);
                 }

@@ -3,10 +3,12 @@
 mod codec {
     use proptest::collection::vec;
     use proptest::prelude::*;
-    use rpeer_core::codec::{encode_frame, encoded_len, is_nibble, Decoder, Event, Utf8Assembler};
+    use rpeer_core::codec::{
+        encode_frame, encoded_len, is_nibble, Decoded, Decoder, Utf8Assembler,
+    };
 
     #[derive(Debug, Clone)]
-    enum Item {
+    enum StreamPiece {
         Text(Vec<u8>),
         Frame(Vec<u8>),
     }
@@ -16,7 +18,7 @@ mod codec {
         prop_oneof![any::<u8>(), (0..16u8).prop_map(|n| 0xC3 | (n << 2))]
     }
 
-    fn item() -> impl Strategy<Value = Item> {
+    fn stream_piece() -> impl Strategy<Value = StreamPiece> {
         prop_oneof![
             // Text ends with a non-nibble byte: without it, nibble bytes at the end of the
             // text would start a candidate that overlaps the next frame, which is then
@@ -25,9 +27,9 @@ mod codec {
             // the property exact. Text may contain nibble bytes anywhere else.
             vec(byte(), 0..40).prop_map(|mut text| {
                 text.push(b'\n');
-                Item::Text(text)
+                StreamPiece::Text(text)
             }),
-            vec(any::<u8>(), 0..300).prop_map(Item::Frame),
+            vec(any::<u8>(), 0..300).prop_map(StreamPiece::Frame),
         ]
     }
 
@@ -47,7 +49,7 @@ mod codec {
     }
 
     /// Feeds the reads, checking events and the memory bound as it goes.
-    fn decode(decoder: &mut Decoder, reads: &[&[u8]], max: usize) -> Vec<Event> {
+    fn decode(decoder: &mut Decoder, reads: &[&[u8]], max: usize) -> Vec<Decoded> {
         let mut out = Vec::new();
         for read in reads {
             let before = out.len();
@@ -56,13 +58,13 @@ mod codec {
             assert!(
                 out[before..]
                     .iter()
-                    .all(|e| *e != Event::Console(Vec::new())),
+                    .all(|e| *e != Decoded::Console(Vec::new())),
                 "empty console event"
             );
             assert!(
                 out[before..]
                     .windows(2)
-                    .all(|w| !matches!(w, [Event::Console(_), Event::Console(_)])),
+                    .all(|w| !matches!(w, [Decoded::Console(_), Decoded::Console(_)])),
                 "unmerged console events within a feed"
             );
         }
@@ -76,7 +78,7 @@ mod codec {
 
         #[test]
         fn codec_interleaved_text_and_frames(
-            items in vec(item(), 0..12),
+            items in vec(stream_piece(), 0..12),
             cuts in vec(1..400usize, 1..8),
         ) {
             let mut stream = Vec::new();
@@ -84,11 +86,11 @@ mod codec {
             let mut frames = Vec::new();
             for item in &items {
                 match item {
-                    Item::Text(t) => {
+                    StreamPiece::Text(t) => {
                         stream.extend_from_slice(t);
                         text.extend_from_slice(t);
                     }
-                    Item::Frame(payload) => {
+                    StreamPiece::Frame(payload) => {
                         encode_frame(payload, &mut stream);
                         frames.push(payload.clone());
                     }
@@ -99,8 +101,8 @@ mod codec {
             let mut got_frames = Vec::new();
             for event in events {
                 match event {
-                    Event::Console(t) => got_text.extend(t),
-                    Event::Frame(p) => got_frames.push(p),
+                    Decoded::Console(t) => got_text.extend(t),
+                    Decoded::Frame(p) => got_frames.push(p),
                 }
             }
             prop_assert_eq!(got_frames, frames);
@@ -116,7 +118,7 @@ mod codec {
             encode_frame(&payload, &mut encoded);
             prop_assert!(encoded.iter().all(|&b| is_nibble(b)));
             let events = decode(&mut Decoder::new(), &reads(&encoded, &cuts), rpeer_core::codec::DEFAULT_MAX_FRAME);
-            prop_assert_eq!(events, vec![Event::Frame(payload)]);
+            prop_assert_eq!(events, vec![Decoded::Frame(payload)]);
         }
 
         /// Arbitrary input never panics, and the events account for every byte: console
@@ -150,8 +152,8 @@ mod codec {
             let mut rebuilt = Vec::new();
             for event in events {
                 match event {
-                    Event::Console(t) => rebuilt.extend(t),
-                    Event::Frame(p) => {
+                    Decoded::Console(t) => rebuilt.extend(t),
+                    Decoded::Frame(p) => {
                         prop_assert!(p.len() <= MAX);
                         encode_frame(&p, &mut rebuilt);
                     }
@@ -208,11 +210,11 @@ mod codec {
         }
     }
 
-    fn merged(events: Vec<Event>) -> Vec<Event> {
-        let mut out: Vec<Event> = Vec::new();
+    fn merged(events: Vec<Decoded>) -> Vec<Decoded> {
+        let mut out: Vec<Decoded> = Vec::new();
         for event in events {
             match (out.last_mut(), event) {
-                (Some(Event::Console(a)), Event::Console(b)) => a.extend(b),
+                (Some(Decoded::Console(a)), Decoded::Console(b)) => a.extend(b),
                 (_, event) => out.push(event),
             }
         }

@@ -6,7 +6,7 @@
 //! encoded frame hex ("-" for empty).
 
 mod codec {
-    use rpeer_core::codec::{encode_frame, Decoder, Event, FrameEncoder};
+    use rpeer_core::codec::{encode_frame, Decoded, Decoder, FrameEncoder};
 
     struct Vector {
         name: String,
@@ -65,7 +65,7 @@ mod codec {
             decoder.feed(&vector.encoded, &mut out);
             assert_eq!(
                 out,
-                [Event::Frame(vector.payload.clone())],
+                [Decoded::Frame(vector.payload.clone())],
                 "{}",
                 vector.name
             );
@@ -84,8 +84,8 @@ mod codec {
         for vector in &vectors {
             stream.extend_from_slice(text);
             stream.extend_from_slice(&vector.encoded);
-            expected.push(Event::Console(text.to_vec()));
-            expected.push(Event::Frame(vector.payload.clone()));
+            expected.push(Decoded::Console(text.to_vec()));
+            expected.push(Decoded::Frame(vector.payload.clone()));
         }
         let mut decoder = Decoder::new();
         let mut out = Vec::new();
@@ -93,10 +93,10 @@ mod codec {
             decoder.feed(read, &mut out);
         }
         decoder.finish(&mut out);
-        let mut merged: Vec<Event> = Vec::new();
+        let mut merged: Vec<Decoded> = Vec::new();
         for event in out {
             match (merged.last_mut(), event) {
-                (Some(Event::Console(a)), Event::Console(b)) => a.extend(b),
+                (Some(Decoded::Console(a)), Decoded::Console(b)) => a.extend(b),
                 (_, event) => merged.push(event),
             }
         }
@@ -151,7 +151,7 @@ mod codec {
             let decode_one = time(&mut || {
                 let mut events = Vec::new();
                 Decoder::new().feed(&encoded, &mut events);
-                assert!(matches!(&events[..], [Event::Frame(p)] if p.len() == LEN));
+                assert!(matches!(&events[..], [Decoded::Frame(p)] if p.len() == LEN));
             });
             let decode_reads = time(&mut || {
                 let mut events = Vec::new();
@@ -159,7 +159,7 @@ mod codec {
                 for read in encoded.chunks(64 * 1024) {
                     decoder.feed(read, &mut events);
                 }
-                assert!(matches!(&events[..], [Event::Frame(p)] if *p == payload));
+                assert!(matches!(&events[..], [Decoded::Frame(p)] if *p == payload));
             });
             let decode_1m = time(&mut || {
                 let mut events = Vec::new();

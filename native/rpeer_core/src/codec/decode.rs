@@ -8,7 +8,7 @@ use crate::tuning::{DIRECT, SETTLE_MAX};
 
 /// What the decoder found in the peer's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Decoded {
     /// Console text, raw bytes as the peer wrote them.
     Console(Vec<u8>),
     /// The payload of a valid frame.
@@ -16,15 +16,15 @@ pub enum Event {
 }
 
 /// Appends events to the caller's vector, merging console bytes added by this call.
-pub(super) struct Sink<'a> {
-    pub(super) out: &'a mut Vec<Event>,
+pub(super) struct DecodedOutput<'a> {
+    pub(super) out: &'a mut Vec<Decoded>,
     pub(super) base: usize,
 }
 
-impl<'a> Sink<'a> {
-    pub(super) fn new(out: &'a mut Vec<Event>) -> Self {
+impl<'a> DecodedOutput<'a> {
+    pub(super) fn new(out: &'a mut Vec<Decoded>) -> Self {
         let base = out.len();
-        Sink { out, base }
+        DecodedOutput { out, base }
     }
 
     pub(super) fn console(&mut self, bytes: &[u8]) {
@@ -32,22 +32,22 @@ impl<'a> Sink<'a> {
             return;
         }
         if self.out.len() > self.base {
-            if let Some(Event::Console(text)) = self.out.last_mut() {
+            if let Some(Decoded::Console(text)) = self.out.last_mut() {
                 text.extend_from_slice(bytes);
                 return;
             }
         }
-        self.out.push(Event::Console(bytes.to_vec()));
+        self.out.push(Decoded::Console(bytes.to_vec()));
     }
 
     pub(super) fn frame(&mut self, payload: Vec<u8>) {
-        self.out.push(Event::Frame(payload));
+        self.out.push(Decoded::Frame(payload));
     }
 }
 
 /// Resolves the nibble run `run`, which has ended, directly: at most [`DIRECT`] bytes,
 /// so each candidate costs little.
-pub(super) fn scan_short_run(run: &[u8], max_payload: usize, sink: &mut Sink<'_>) {
+pub(super) fn scan_short_run(run: &[u8], max_payload: usize, sink: &mut DecodedOutput<'_>) {
     let (mut at, mut text) = (0, 0);
     while at < run.len() {
         match candidate(&run[at..], true, max_payload) {
@@ -103,8 +103,8 @@ impl Decoder {
 
     /// Feeds bytes read from the peer's stdout, split at any boundary; appends the
     /// events they complete, in stream order.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) {
-        let mut sink = Sink::new(out);
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Decoded>) {
+        let mut sink = DecodedOutput::new(out);
         let mut at = 0;
         while at < input.len() {
             let rest = &input[at..];
@@ -124,7 +124,7 @@ impl Decoder {
     /// Nothing held: text, then frame candidates at each nibble byte, checked for the
     /// end of the nibble run as they are decoded. Returns the bytes taken: all of them,
     /// or up to where a candidate failed and the rest of its run went to `run`.
-    fn feed_free(&mut self, input: &[u8], sink: &mut Sink<'_>) -> usize {
+    fn feed_free(&mut self, input: &[u8], sink: &mut DecodedOutput<'_>) -> usize {
         let (mut at, mut text) = (0, 0);
         while at < input.len() {
             if !is_nibble(input[at]) {
@@ -186,7 +186,7 @@ impl Decoder {
 
     /// Continues the waiting candidate with `input`; returns how many bytes it took.
     /// Leaves it waiting (all input taken), or resolved: a frame, or the general path.
-    fn feed_body(&mut self, input: &[u8], sink: &mut Sink<'_>) -> usize {
+    fn feed_body(&mut self, input: &[u8], sink: &mut DecodedOutput<'_>) -> usize {
         let Some(body) = self.body.as_mut() else {
             return 0;
         };
@@ -223,7 +223,7 @@ impl Decoder {
 
     /// Continues the general path with `input`; returns how many bytes it took (none
     /// only when a non-nibble byte comes first, which ends the run and resolves it).
-    fn feed_run(&mut self, input: &[u8], sink: &mut Sink<'_>) -> usize {
+    fn feed_run(&mut self, input: &[u8], sink: &mut DecodedOutput<'_>) -> usize {
         let run = nibble_prefix_len(input);
         // Fewer than a header held: take a header's worth at a time, so that a frame
         // starting here streams into a Body rather than through the general path.
@@ -256,7 +256,7 @@ impl Decoder {
 
     /// Rule 4 at the end of a feed: with a candidate waiting, a frame that ends exactly
     /// where the data ends (within the windows) is taken.
-    fn resync(&mut self, sink: &mut Sink<'_>) {
+    fn resync(&mut self, sink: &mut DecodedOutput<'_>) {
         if let Some(body) = self.body.as_mut() {
             if !body.may_resync(self.max_payload) {
                 return;
@@ -277,12 +277,12 @@ impl Decoder {
 
     /// End of stream: the held bytes are searched for complete frames like a run that
     /// ended, and everything else becomes console text.
-    pub fn finish(&mut self, out: &mut Vec<Event>) {
+    pub fn finish(&mut self, out: &mut Vec<Decoded>) {
         if let Some(body) = self.body.take() {
             self.run = body.into_run();
         }
         if !self.run.is_empty() {
-            let mut sink = Sink::new(out);
+            let mut sink = DecodedOutput::new(out);
             let end = self.run.len;
             self.run.resolve(end, true, self.max_payload, &mut sink);
         }

@@ -20,7 +20,7 @@
 //!    at any position (after text, after a frame, inside a run of nibble-looking text).
 //!    Each position of a run is a *candidate*: the frame its size field would make.
 //! 2. Every other byte is console text, delivered exactly once, unchanged, in stream
-//!    order; adjacent console bytes are merged into one [`Event::Console`] per
+//!    order; adjacent console bytes are merged into one [`Decoded::Console`] per
 //!    [`Decoder::feed`] call, and no empty console event is emitted.
 //! 3. The run rule. In a nibble run that has ended (a non-nibble byte follows it, or
 //!    [`Decoder::finish`] is called), frames are found leftmost first: at each position
@@ -99,7 +99,7 @@
 //! # Layout
 //!
 //! - `encode`: [`encode_frame`] and the streaming [`FrameEncoder`].
-//! - `decode`: the [`Decoder`] and what it reports ([`Event`]); it moves between three
+//! - `decode`: the [`Decoder`] and what it reports ([`Decoded`]); it moves between three
 //!   states: nothing held, a candidate streaming in (the fast path, `candidate`), and
 //!   the general path (`run`).
 //! - `candidate`: judging a candidate complete in a read, and one streaming in.
@@ -121,7 +121,7 @@ mod run;
 mod tests;
 mod utf8;
 
-pub use decode::{Decoder, Event};
+pub use decode::{Decoded, Decoder};
 pub use encode::{encode_frame, encode_frame_parts, encode_nibbles, FrameEncoder};
 pub use utf8::Utf8Assembler;
 

@@ -3,7 +3,7 @@
 
 use super::candidate::{declared_len, pair};
 use super::crc;
-use super::decode::Sink;
+use super::decode::DecodedOutput;
 use super::{encode_nibbles, nibble_byte, nibble_of, ENC_HEADER, ENC_TRAILER, HEADER_LEN};
 use crate::tuning::{KEEP_CAPACITY, RESYNC_HEAD, RESYNC_TAIL, SUM_STEP};
 
@@ -149,7 +149,7 @@ impl Run {
     }
 
     /// Emits positions `[from, to)` as console text, the raw bytes they were.
-    pub(super) fn text(&self, from: usize, to: usize, sink: &mut Sink<'_>) {
+    pub(super) fn text(&self, from: usize, to: usize, sink: &mut DecodedOutput<'_>) {
         if from >= to {
             return;
         }
@@ -194,7 +194,7 @@ impl Run {
         limit: usize,
         ended: bool,
         max_payload: usize,
-        sink: &mut Sink<'_>,
+        sink: &mut DecodedOutput<'_>,
     ) {
         let (mut x, mut text) = (self.first, self.first);
         while x < limit {
@@ -233,7 +233,7 @@ impl Run {
     /// within [`RESYNC_HEAD`] bytes after it or [`RESYNC_TAIL`] before the end of the
     /// stretch whose valid frame ends exactly at the end. If there is one, the bytes before it are
     /// resolved as a run that ended there, it is a frame, and the stretch is resolved.
-    pub(super) fn resync(&mut self, max_payload: usize, sink: &mut Sink<'_>) -> bool {
+    pub(super) fn resync(&mut self, max_payload: usize, sink: &mut DecodedOutput<'_>) -> bool {
         let (start, end) = (self.first, self.len);
         let Some(last) = end.checked_sub(ENC_HEADER + ENC_TRAILER) else {
             return false;

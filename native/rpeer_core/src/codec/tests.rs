@@ -15,7 +15,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Feeds `chunks` one by one, then finishes.
-fn decode_chunks(decoder: &mut Decoder, chunks: &[&[u8]]) -> Vec<Event> {
+fn decode_chunks(decoder: &mut Decoder, chunks: &[&[u8]]) -> Vec<Decoded> {
     let mut out = Vec::new();
     for chunk in chunks {
         decoder.feed(chunk, &mut out);
@@ -24,30 +24,30 @@ fn decode_chunks(decoder: &mut Decoder, chunks: &[&[u8]]) -> Vec<Event> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Vec<Event> {
+fn decode(bytes: &[u8]) -> Vec<Decoded> {
     decode_chunks(&mut Decoder::new(), &[bytes])
 }
 
 /// The events of `bytes` fed in reads of `read` bytes, merged.
-fn decode_in_reads(bytes: &[u8], read: usize) -> Vec<Event> {
+fn decode_in_reads(bytes: &[u8], read: usize) -> Vec<Decoded> {
     let chunks: Vec<&[u8]> = bytes.chunks(read).collect();
     merged(decode_chunks(&mut Decoder::new(), &chunks))
 }
 
-fn console(bytes: &[u8]) -> Event {
-    Event::Console(bytes.to_vec())
+fn console(bytes: &[u8]) -> Decoded {
+    Decoded::Console(bytes.to_vec())
 }
 
-fn framed(payload: &[u8]) -> Event {
-    Event::Frame(payload.to_vec())
+fn framed(payload: &[u8]) -> Decoded {
+    Decoded::Frame(payload.to_vec())
 }
 
 /// Merges adjacent console events (across feed calls) for comparisons.
-fn merged(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::new();
+fn merged(events: Vec<Decoded>) -> Vec<Decoded> {
+    let mut out: Vec<Decoded> = Vec::new();
     for event in events {
         match (out.last_mut(), event) {
-            (Some(Event::Console(text)), Event::Console(more)) => text.extend(more),
+            (Some(Decoded::Console(text)), Decoded::Console(more)) => text.extend(more),
             (_, event) => out.push(event),
         }
     }
@@ -161,7 +161,7 @@ fn frame_byte_by_byte() {
     let mut out = Vec::new();
     for byte in &stream {
         decoder.feed(std::slice::from_ref(byte), &mut out);
-        assert!(out.iter().all(|e| *e != Event::Console(Vec::new())));
+        assert!(out.iter().all(|e| *e != Decoded::Console(Vec::new())));
     }
     decoder.finish(&mut out);
     assert_eq!(
@@ -557,7 +557,7 @@ fn large_frame_held_capacity_released() {
     for chunk in encoded.chunks(64 * 1024 + 3) {
         decoder.feed(chunk, &mut out);
     }
-    assert_eq!(out, [Event::Frame(payload)]);
+    assert_eq!(out, [Decoded::Frame(payload)]);
     assert!(decoder.run.packed.capacity() <= KEEP_CAPACITY);
 }
 
@@ -586,7 +586,7 @@ impl Rng {
 }
 
 /// The stream read in pieces of random sizes (1 to `max_read`), merged.
-fn decode_in_random_reads(bytes: &[u8], rng: &mut Rng, max_read: usize) -> Vec<Event> {
+fn decode_in_random_reads(bytes: &[u8], rng: &mut Rng, max_read: usize) -> Vec<Decoded> {
     let mut decoder = Decoder::new();
     let mut out = Vec::new();
     let mut rest = bytes;
@@ -602,7 +602,7 @@ fn decode_in_random_reads(bytes: &[u8], rng: &mut Rng, max_read: usize) -> Vec<E
 
 /// The run rule applied naively to the whole stream (every run ended): at each
 /// position of a nibble run, a wholly contained valid frame, else one byte of text.
-fn reference(stream: &[u8]) -> Vec<Event> {
+fn reference(stream: &[u8]) -> Vec<Decoded> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < stream.len() {
@@ -622,7 +622,7 @@ fn reference(stream: &[u8]) -> Vec<Event> {
                 });
             match found {
                 Some((len, payload)) if is_nibble(stream[at]) => {
-                    out.push(Event::Frame(payload));
+                    out.push(Decoded::Frame(payload));
                     at += len;
                 }
                 _ => {
@@ -752,7 +752,7 @@ fn reply_after_nibble_garbage_is_delivered_in_the_same_feed() {
     let replies = [frame(b"ok"), frame(&[0x5A; 1000]), frame(&[0xC3; 1])];
     for garbage in &garbages {
         for reply in &replies {
-            let expected = [console(garbage), Event::Frame(decode_one(reply))];
+            let expected = [console(garbage), Decoded::Frame(decode_one(reply))];
             // Garbage and reply in one read, in two, or byte by byte.
             let stream = [&garbage[..], reply].concat();
             for split in [
@@ -787,7 +787,7 @@ fn reply_after_nibble_garbage_is_delivered_in_the_same_feed() {
 /// The payload of the one frame that `encoded` is.
 fn decode_one(encoded: &[u8]) -> Vec<u8> {
     match &decode(encoded)[..] {
-        [Event::Frame(payload)] => payload.clone(),
+        [Decoded::Frame(payload)] => payload.clone(),
         other => panic!("not one frame: {other:?}"),
     }
 }
@@ -1050,8 +1050,8 @@ mod props {
             let frames: Vec<&Vec<u8>> = expected
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Frame(p) => Some(p),
-                    Event::Console(_) => None,
+                    Decoded::Frame(p) => Some(p),
+                    Decoded::Console(_) => None,
                 })
                 .collect();
             let put: Vec<&Vec<u8>> = pieces.iter().filter_map(|(_, p)| p.as_ref()).collect();
