@@ -7,10 +7,9 @@
 //! thread reads large frames there when asked); the owner orders the exit status after
 //! the port's end of file.
 //!
-//! The peer side of the same channel ([`attach`]) reads frames from the node's own
-//! stdin and writes frames to its stdout; its end of input ends the channel (`Closed`).
+//! The peer node's end of the same channel is in [`crate::peer_side::stdio`].
 //!
-//! One reader thread polls stderr (and, on the peer side, stdin) and the status pipe. It
+//! One reader thread polls stderr and the status pipe. It
 //! reads until the streams end, so that a peer flushing its output while it halts is
 //! never blocked, and reports `ExitStatus` after them. After the status arrives it waits
 //! at most [`EXIT_GRACE`] for the streams to end (a grandchild may hold them open).
@@ -18,7 +17,7 @@
 
 use crate::channel::{self, Channel, ChannelShared, Framing};
 use crate::codec::{Decoded, Decoder, Utf8Assembler};
-use crate::event::{self, Event, Failure, Sink};
+use crate::event::{self, Event, Sink};
 use crate::incoming::{Incoming, Stream, StreamDecoder, ThreadRead};
 use crate::spawn::{ExitStatusReader, Spawned};
 use crate::sys::{self, Interest};
@@ -51,10 +50,9 @@ pub fn start(
         None => None,
     };
     let reader = Reader {
-        input: None,
         stdout: stdout.as_ref().map(Incoming::thread_side),
         stderr: spawned.stderr.map(Stream::new).transpose()?,
-        status: Some(spawned.status),
+        status: spawned.status,
         shared: Arc::clone(&shared),
         delivering: true,
     };
@@ -65,39 +63,38 @@ pub fn start(
 /// The origin's end of a spawned program's stdout, read by the owner: frames, and
 /// console text made valid UTF-8.
 fn stdout(fd: OwnedFd, max_frame: usize) -> io::Result<Incoming> {
-    let stdout = Incoming::new(Box::new(StdoutDecoder::new(true, max_frame)))?;
+    let stdout = Incoming::new(Box::new(StdoutDecoder::new(max_frame)))?;
     stdout.open(fd)?;
     Ok(stdout)
 }
 
-/// Decodes a stdout stream: frames, and (when `console`) text between them as UTF-8.
+/// Decodes a stdout stream: frames, and the text between them as UTF-8.
 struct StdoutDecoder {
     decoder: Decoder,
-    console: Option<Utf8Assembler>,
+    console: Utf8Assembler,
     decoded: Vec<Decoded>,
 }
 
 impl StdoutDecoder {
-    fn new(console: bool, max_frame: usize) -> Self {
+    fn new(max_frame: usize) -> Self {
         StdoutDecoder {
             decoder: Decoder::with_max_frame(max_frame),
-            console: console.then(Utf8Assembler::new),
+            console: Utf8Assembler::new(),
             decoded: Vec::new(),
         }
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) {
-        for event in self.decoded.drain(..) {
-            match (event, &mut self.console) {
-                (Decoded::Frame(payload), _) => out.push(Event::Frame(payload)),
-                (Decoded::Console(text), Some(console)) => {
+        for decoded in self.decoded.drain(..) {
+            match decoded {
+                Decoded::Frame(payload) => out.push(Event::Frame(payload)),
+                Decoded::Console(text) => {
                     let mut utf8 = Vec::with_capacity(text.len());
-                    console.push(&text, &mut utf8);
+                    self.console.push(&text, &mut utf8);
                     if !utf8.is_empty() {
                         out.push(Event::Console(utf8));
                     }
                 }
-                (Decoded::Console(_), None) => {}
             }
         }
     }
@@ -112,12 +109,10 @@ impl StreamDecoder for StdoutDecoder {
     fn finish(&mut self, out: &mut Vec<Event>) {
         self.decoder.finish(&mut self.decoded);
         self.drain(out);
-        if let Some(console) = &mut self.console {
-            let mut utf8 = Vec::new();
-            console.flush(&mut utf8);
-            if !utf8.is_empty() {
-                out.push(Event::Console(utf8));
-            }
+        let mut utf8 = Vec::new();
+        self.console.flush(&mut utf8);
+        if !utf8.is_empty() {
+            out.push(Event::Console(utf8));
         }
     }
 
@@ -126,34 +121,14 @@ impl StreamDecoder for StdoutDecoder {
     }
 }
 
-/// The peer node's side: frames are read from `input` (the node's stdin) and written to
-/// `output` (its stdout). Ends with `Closed(Eof)` when the input ends. Only frames are
-/// delivered: the origin writes nothing else, so other bytes on stdin are noise.
-pub fn attach(input: OwnedFd, output: OwnedFd, sink: impl Sink) -> io::Result<Channel> {
-    let shared = ChannelShared::new()?;
-    let (queue, frames) = channel::queue();
-    channel::spawn_writer(output, frames, Framing::Nibbles, Arc::clone(&shared))?;
-    let reader = Reader {
-        input: Some(Stream::new(input)?),
-        stdout: None,
-        stderr: None,
-        status: None,
-        shared: Arc::clone(&shared),
-        delivering: true,
-    };
-    reader.spawn(sink)?;
-    Ok(Channel::new(Some(queue), shared, None))
-}
-
+/// The origin's reader of a spawned program's stderr and exit status.
 struct Reader {
-    /// The peer side's stdin, which carries frames (the origin reads none here).
-    input: Option<Stream>,
     /// The origin's stdout of the spawned program, which the owner reads, and asks this
     /// thread to read while a large frame comes in.
     stdout: Option<ThreadRead>,
     stderr: Option<Stream>,
-    /// The spawned program's exit status; `None` on the peer side.
-    status: Option<ExitStatusReader>,
+    /// The spawned program's exit status.
+    status: ExitStatusReader,
     shared: Arc<ChannelShared>,
     /// False once the owner is gone: the streams are still drained, not delivered.
     delivering: bool,
@@ -172,42 +147,32 @@ impl Reader {
     }
 
     fn run(mut self, sink: &mut impl Sink) {
-        // The peer side's stdin carries only the origin's frames, which the origin checked
-        // against its limit: any size the wire can say is taken.
-        let mut decoder = StdoutDecoder::new(false, u32::MAX as usize);
-        let mut events = Vec::new();
         let mut errors = Utf8Assembler::new();
         let mut buf = vec![0u8; READ_BUFFER];
         let mut exit: Option<(Option<i32>, Instant)> = None;
         loop {
             let open = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.open);
-            let (in_open, err_open) = (open(&self.input), open(&self.stderr));
+            let err_open = open(&self.stderr);
             let stdout_reading = self.stdout.as_ref().is_some_and(ThreadRead::is_reading);
-            let streams_ended = !in_open && !err_open && !stdout_reading;
-            let timeout = match (&self.status, exit) {
-                (None, _) | (Some(_), Some(_)) if streams_ended => break,
-                (Some(_), Some((_, at))) => match EXIT_GRACE.checked_sub(at.elapsed()) {
+            let streams_ended = !err_open && !stdout_reading;
+            let timeout = match exit {
+                Some(_) if streams_ended => break,
+                Some((_, at)) => match EXIT_GRACE.checked_sub(at.elapsed()) {
                     Some(left) => Some(left),
                     None => break,
                 },
-                _ => None,
+                None => None,
             };
-            let status_open = self.status.is_some() && exit.is_none();
-            let mut fds = Vec::with_capacity(5);
-            if in_open {
-                fds.push((
-                    self.input.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
-                    Interest::Read,
-                ));
-            }
+            let status_open = exit.is_none();
+            let mut fds = Vec::with_capacity(4);
             if err_open {
                 fds.push((
                     self.stderr.as_ref().map_or(-1, |s| s.file.as_raw_fd()),
                     Interest::Read,
                 ));
             }
-            if let (true, Some(status)) = (status_open, &self.status) {
-                fds.push((status.fd(), Interest::Read));
+            if status_open {
+                fds.push((self.status.fd(), Interest::Read));
             }
             if let Some(stdout) = &self.stdout {
                 stdout.poll_fds(&mut fds);
@@ -216,18 +181,6 @@ impl Reader {
                 break;
             };
             let mut ready = ready.into_iter();
-            if in_open && ready.next().is_some_and(|r| r.readable) {
-                if let Some(bytes) = self.input.as_mut().and_then(|s| s.read(&mut buf)) {
-                    if bytes.is_empty() {
-                        decoder.finish(&mut events);
-                    } else {
-                        decoder.feed(bytes, &mut events);
-                    }
-                    for event in events.drain(..) {
-                        self.deliver(sink, event);
-                    }
-                }
-            }
             if err_open && ready.next().is_some_and(|r| r.readable) {
                 if let Some(bytes) = self.stderr.as_mut().and_then(|s| s.read(&mut buf)) {
                     let mut utf8 = Vec::with_capacity(bytes.len());
@@ -242,7 +195,7 @@ impl Reader {
                 }
             }
             if status_open && ready.next().is_some_and(|r| r.readable) {
-                if let Some(status) = self.status.as_mut().and_then(ExitStatusReader::read_some) {
+                if let Some(status) = self.status.read_some() {
                     exit = Some((status, Instant::now()));
                 }
             }
@@ -250,14 +203,13 @@ impl Reader {
                 stdout.on_poll(&mut ready, &mut buf, deliver)
             });
         }
-        let last = match (&self.status, exit) {
-            (None, _) => Event::Closed(Failure::Eof),
-            (Some(reader), Some((None, _))) => match reader.launch_failure() {
+        let last = match exit {
+            Some((None, _)) => match self.status.launch_failure() {
                 Some(errno) => Event::LaunchFailed(errno),
                 None => Event::ExitStatus(None),
             },
-            (Some(_), Some((status, _))) => Event::ExitStatus(status),
-            (Some(_), None) => Event::ExitStatus(None),
+            Some((status, _)) => Event::ExitStatus(status),
+            None => Event::ExitStatus(None),
         };
         if self.delivering && !self.shared.is_aborted() {
             sink.deliver(last);
@@ -729,37 +681,6 @@ mod tests {
         let expected: String = (0..200).map(|i| format!("line{i}\n")).collect();
         assert_eq!(String::from_utf8(err).expect("utf8"), expected);
         assert_eq!(status, Some(0));
-    }
-
-    #[test]
-    fn attached_side_reads_frames_and_writes_frames() {
-        let (in_read, in_write) = crate::sys::pipe().expect("pipe");
-        let (out_read, out_write) = crate::sys::pipe().expect("pipe");
-        let (tx, rx) = unbounded();
-        let channel = attach(in_read, out_write, TestSink(tx)).expect("attach");
-        let mut encoded = Vec::new();
-        codec::encode_frame(b"to peer", &mut encoded);
-        let mut origin_side = File::from(in_write);
-        std::io::Write::write_all(&mut origin_side, &encoded).expect("write");
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(10)).expect("event"),
-            Event::Frame(b"to peer".to_vec())
-        );
-        channel.ack(1);
-        channel.send_vec(b"to origin".to_vec()).expect("send");
-        channel.close();
-        let mut written = Vec::new();
-        File::from(out_read)
-            .read_to_end(&mut written)
-            .expect("read");
-        let mut expected = Vec::new();
-        codec::encode_frame(b"to origin", &mut expected);
-        assert_eq!(written, expected);
-        drop(origin_side);
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(10)).expect("event"),
-            Event::Closed(Failure::Eof)
-        );
     }
 
     #[test]

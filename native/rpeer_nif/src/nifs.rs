@@ -9,7 +9,7 @@ use rpeer_core::channel::{parts_len, Outgoing, Parts};
 use rpeer_core::event::Event;
 use rpeer_core::incoming::Incoming;
 use rpeer_core::spawn::{self, SpawnError, Spec, StdioMode};
-use rpeer_core::{stdio, sys, tcp};
+use rpeer_core::{peer_side, stdio, sys, tcp};
 use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, ResourceArc, Term};
@@ -135,7 +135,7 @@ fn listen<'a>(
 fn attach_stdio<'a>(env: Env<'a>, socket: Term<'a>) -> Term<'a> {
     let attached = sys::reopen_std(0, false).and_then(|input| {
         let output = sys::reopen_std(1, true)?;
-        stdio::attach(input, output, ProcessSink::socket(env.pid(), socket))
+        peer_side::stdio::attach(input, output, ProcessSink::socket(env.pid(), socket))
     });
     match attached {
         Ok(channel) => (atoms::ok(), owned_resource(env, channel, None)).encode(env),
@@ -145,13 +145,13 @@ fn attach_stdio<'a>(env: Env<'a>, socket: Term<'a>) -> Term<'a> {
 
 /// The reading half of the peer node's side of the tcp channel (rpeer's agent): frames
 /// of the connection whose descriptor is `Fd` (gen_tcp's socket, which stays open and
-/// writes; it is read borrowed, see `tcp::attach_reader`) are delivered as `attach_stdio/1` delivers them.
+/// writes; it is read borrowed, see `peer_side::tcp::attach_reader`) are delivered as `attach_stdio/1` delivers them.
 #[rustler::nif]
 fn attach_tcp<'a>(env: Env<'a>, socket: Term<'a>, fd: i32) -> NifResult<Term<'a>> {
     if fd < 0 {
         return Err(Error::BadArg);
     }
-    let attached = tcp::attach_reader(fd, ProcessSink::socket(env.pid(), socket));
+    let attached = peer_side::tcp::attach_reader(fd, ProcessSink::socket(env.pid(), socket));
     Ok(match attached {
         Ok(channel) => (atoms::ok(), owned_resource(env, channel, None)).encode(env),
         Err(e) => io_error(env, &e),
