@@ -93,12 +93,20 @@ pub struct Incoming {
     shared: Arc<IncomingShared>,
 }
 
+/// Where the stream's descriptor stands.
+enum StreamFd {
+    /// Not there yet (a tcp connection not yet accepted).
+    Awaited,
+    /// There: the owner's port or the channel's thread reads it.
+    Open(OwnedFd),
+    /// Released (the owner closed the port that read it, or is gone): closed, and
+    /// nothing reads the stream any more; a descriptor that comes later is closed.
+    Released,
+}
+
 /// What the owner and the channel's thread share of the stream.
 struct IncomingShared {
-    /// `None` before the stream is there (a tcp connection not yet accepted) and once
-    /// released (the owner closed the port that read it).
-    fd: Mutex<Option<OwnedFd>>,
-    released: AtomicBool,
+    fd: Mutex<StreamFd>,
     decoding: Mutex<Decoding>,
     /// The owner asked the channel's thread to read on (a large frame); cleared by the
     /// thread before it hands the stream back.
@@ -116,8 +124,7 @@ impl Incoming {
     pub fn new(decoder: Box<dyn StreamDecoder>) -> io::Result<Self> {
         Ok(Incoming {
             shared: Arc::new(IncomingShared {
-                fd: Mutex::new(None),
-                released: AtomicBool::new(false),
+                fd: Mutex::new(StreamFd::Awaited),
                 decoding: Mutex::new(Decoding {
                     decoder,
                     stretch: 0,
@@ -137,7 +144,10 @@ impl Incoming {
 
     /// The descriptor to read, once there and until released.
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.shared.fd.lock().as_ref().map(AsRawFd::as_raw_fd)
+        match &*self.shared.fd.lock() {
+            StreamFd::Open(fd) => Some(fd.as_raw_fd()),
+            StreamFd::Awaited | StreamFd::Released => None,
+        }
     }
 
     /// Decodes bytes read from the descriptor into events. Returns whether a large frame
@@ -226,8 +236,8 @@ impl IncomingShared {
         // The port reads it when polled; a read must never block a scheduler.
         sys::set_nonblocking(fd.as_raw_fd())?;
         let mut slot = self.fd.lock();
-        if !self.released.load(Ordering::Acquire) {
-            *slot = Some(fd);
+        if !matches!(*slot, StreamFd::Released) {
+            *slot = StreamFd::Open(fd);
         }
         Ok(())
     }
@@ -236,16 +246,18 @@ impl IncomingShared {
     /// closed port leaves it blocking, and neither the owner's read nor the thread's
     /// after a poll may wait for more.
     fn duplicate(&self) -> Option<Stream> {
-        let fd = self.fd.lock().as_ref().map(OwnedFd::try_clone)?;
+        let fd = match &*self.fd.lock() {
+            StreamFd::Open(fd) => fd.try_clone(),
+            StreamFd::Awaited | StreamFd::Released => return None,
+        };
         fd.and_then(Stream::new).ok()
     }
 
     /// Takes the descriptor away and stops the channel's thread from reading it.
     fn stop_reading(&self) -> Option<OwnedFd> {
-        let fd = {
-            let mut slot = self.fd.lock();
-            self.released.store(true, Ordering::Release);
-            slot.take()
+        let fd = match std::mem::replace(&mut *self.fd.lock(), StreamFd::Released) {
+            StreamFd::Open(fd) => Some(fd),
+            StreamFd::Awaited | StreamFd::Released => None,
         };
         self.requested.store(false, Ordering::Release);
         self.wake.wake();
@@ -376,7 +388,7 @@ impl ThreadRead {
 
     /// Whether the owner released the stream (or is gone): nothing more to read.
     pub(crate) fn is_released(&self) -> bool {
-        self.shared.released.load(Ordering::Acquire)
+        matches!(*self.shared.fd.lock(), StreamFd::Released)
     }
 
     /// Whether the thread is reading the stream now.

@@ -70,6 +70,12 @@ pub(super) fn scan_short_run(run: &[u8], max_payload: usize, sink: &mut DecodedO
 }
 
 /// Streaming decoder of the peer's stdout into console text and frames.
+///
+/// Between feeds it is in one of three states, which [`Decoder::feed`] dispatches on:
+/// nothing held (`body` is `None`, `run` empty), a candidate streaming in (`body`, the
+/// fast path), or the general path (`run` not empty). They stay two fields rather than
+/// one enum because `run` keeps its buffers from one stretch to the next (up to
+/// `KEEP_CAPACITY`), which an enum variant would drop on every change of state.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     max_payload: usize,
