@@ -37,12 +37,8 @@ peer_name(Module, TestCase) ->
 -spec start_peer(Args :: [string()] | rpeer:start_options(), Module :: atom() | string(),
                  TestCase :: atom() | string()) ->
           {ok, rpeer:server_ref()} | {ok, rpeer:server_ref(), node()} | {error, term()}.
-start_peer(Args, Module, TestCase) when is_list(Args) ->
-    start_named(#{args => Args, name => peer_name(Module, TestCase)}, Module);
-start_peer(#{name := _} = Options, Module, _TestCase) ->
-    start_named(Options, Module);
-start_peer(Options, Module, TestCase) ->
-    start_named(Options#{name => peer_name(Module, TestCase)}, Module).
+start_peer(ArgsOrOptions, Module, TestCase) ->
+    start_named(named(as_options(ArgsOrOptions), Module, TestCase), Module).
 
 %% @doc Starts a peer running another OTP release, as `?CT_PEER_REL(Args, Release,
 %%  OutDir)' does. `Release' is found by `test_server:find_release/1' (`not_available'
@@ -54,13 +50,12 @@ start_peer(Options, Module, TestCase) ->
                  OutDir :: file:filename()) ->
           {ok, rpeer:server_ref()} | {ok, rpeer:server_ref(), node()} | {error, term()}
               | not_available.
-start_peer(Args, Module, TestCase, Release, OutDir) when is_list(Args) ->
-    start_peer(#{args => Args}, Module, TestCase, Release, OutDir);
-start_peer(Options, Module, TestCase, Release, OutDir) ->
+start_peer(ArgsOrOptions, Module, TestCase, Release, OutDir) ->
     case test_server:find_release(Release) of
         not_available ->
             not_available;
         Erl ->
+            Options = as_options(ArgsOrOptions),
             Other = Options#{exec => Erl,
                              args => ["-pa", compile_peer(Erl, OutDir) | maps:get(args, Options, [])],
                              env => maps:get(env, Options, []) ++ [{"ERL_AFLAGS", false}]},
@@ -89,6 +84,14 @@ cover_on_peer(Node, MainCoverNode) ->
     ok.
 
 %%--------------------------------------------------------------------
+
+%% The macros take either command line arguments or start options.
+as_options(Args) when is_list(Args) -> #{args => Args};
+as_options(Options) when is_map(Options) -> Options.
+
+%% A peer the options do not name gets peer_name/2's name.
+named(#{name := _} = Options, _Module, _TestCase) -> Options;
+named(Options, Module, TestCase) -> Options#{name => peer_name(Module, TestCase)}.
 
 start_named(#{name := Name} = Options, Module) ->
     Args = maps:get(args, Options, []),
