@@ -47,7 +47,7 @@
 -define(PEER_IP, {10, 213, 0, 2}).
 -define(PEER_HOST, "rpeerns").
 %% Short, on both sides, so that a dead link is seen in seconds (tcp: see
-%%  rpeer:dead_link_timeout/0; dist: the tick).
+%%  rpeer_launch:dead_link_timeout/0; dist: the tick).
 -define(TICKTIME, 8).
 -define(DOWN_WITHIN, 4 * ?TICKTIME * 1000).
 
