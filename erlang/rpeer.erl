@@ -60,8 +60,8 @@
 %%--------------------------------------------------------------------
 %% Types
 
-%% A controller, as start/1 and start_link/1 return it.
 -type server_ref() :: pid().
+%% A controller, as start/1 and start_link/1 return it.
 
 %% The alternative connection: the peer's standard I/O, or tcp to a port the origin
 %%  listens on (0: any free port; with an address, only there).
@@ -73,14 +73,29 @@
 %%  `{Tag, {boot_failed, Reason, Controller}}'), and `false' is told nothing.
 -type wait_boot() :: timeout() | {pid(), Tag :: term()} | false.
 
+-type exec() :: file:name() | {file:name(), [string()]}.
 %% The program that starts the node: its path (by default, the program this node was
 %%  started as), or a wrapper with the arguments that come before the node's own, such
 %%  as `{"/usr/bin/ssh", ["user@host", "/usr/bin/erl"]}'.
--type exec() :: file:name() | {file:name(), [string()]}.
 
-%% How long stop/1 waits for the node to disconnect before taking the connection down.
 -type disconnect_timeout() :: 1000..4294967295 | infinity.
+%% How long stop/1 waits for the node to disconnect before taking the connection down.
 
+-type start_options() ::
+        #{name => atom() | string(),
+          longnames => boolean(),
+          host => string(),
+          peer_down => stop | continue | crash,
+          connection => connection(),
+          exec => exec(),
+          detached => boolean(),
+          args => [string()],
+          post_process_args => fun(([string()]) -> [string()]),
+          peer_side => peer | rpeer,
+          env => [{string(), string() | false}],
+          wait_boot => wait_boot(),
+          shutdown => close | halt | {halt, disconnect_timeout()} | disconnect_timeout()
+                    | {disconnect_timeout(), CoverMainNode :: node()}}.
 %% The options of start/1 and start_link/1; all may be left out:
 %%  name - the node name (before the @); without it, the peer is not distributed and
 %%   needs a `connection';
@@ -105,28 +120,13 @@
 %%   `halt' it (erlang:halt/0) and wait up to 5 s, or `{halt, Timeout}', for it to
 %%   disconnect; ask it to stop (init:stop/0) and wait up to `Timeout'; or, as
 %%   `{Timeout, CoverMainNode}', first have its coverage sent to the main cover node.
--type start_options() ::
-        #{name => atom() | string(),
-          longnames => boolean(),
-          host => string(),
-          peer_down => stop | continue | crash,
-          connection => connection(),
-          exec => exec(),
-          detached => boolean(),
-          args => [string()],
-          post_process_args => fun(([string()]) -> [string()]),
-          peer_side => peer | rpeer,
-          env => [{string(), string() | false}],
-          wait_boot => wait_boot(),
-          shutdown => close | halt | {halt, disconnect_timeout()} | disconnect_timeout()
-                    | {disconnect_timeout(), CoverMainNode :: node()}}.
 
 %% What start/1 and start_link/1 return: the controller, with the node's name once it
 %%  booted (or when `name' and `host' give it).
 -type started() :: {ok, pid()} | {ok, pid(), node()} | {error, Reason :: term()}.
 
-%% What get_state/1 says of the peer.
 -type peer_state() :: booting | running | {down, Reason :: term()}.
+%% What get_state/1 says of the peer.
 
 %%--------------------------------------------------------------------
 %% Constants
@@ -340,6 +340,7 @@ await_boot(Pid, Ref, Timeout) ->
 %%--------------------------------------------------------------------
 %% gen_server callbacks
 
+%% @private gen_server callback.
 -spec init([term()]) -> {ok, state()} | {stop, term()}.
 init([Notify, Options, MaxFrame]) ->
     %% terminate/2 must run, to take the peer down
@@ -376,6 +377,7 @@ connect(Process, Listener, State) ->
 read_from(Source, Channel, #state{incoming = Incoming} = State) ->
     State#state{incoming = rpeer_incoming:open(Source, Channel, Incoming)}.
 
+%% @private gen_server callback.
 -spec handle_call(term(), gen_server:from(), state()) ->
           {reply, term(), state()} | {noreply, state()}.
 %% call/5 without an alternative connection, or once it is gone
@@ -410,6 +412,7 @@ query(last_output, #state{output = Output}) -> Output;
 query(get_node, #state{node = Node}) -> Node;
 query(group_leader, _State) -> group_leader().
 
+%% @private gen_server callback.
 -spec handle_cast(term(), state()) -> {noreply, state()}.
 %% cast/4 and send/3: nothing to do without an alternative connection
 handle_cast({cast, M, F, A}, State) ->
@@ -417,6 +420,7 @@ handle_cast({cast, M, F, A}, State) ->
 handle_cast({send, To, Message}, State) ->
     {noreply, to_peer({message, To, Message}, State)}.
 
+%% @private gen_server callback.
 -spec handle_info(term(), state()) -> {noreply, state()} | {stop, term(), state()}.
 handle_info(Message, State) ->
     case on_message(Message, State) of
@@ -607,6 +611,7 @@ down(Reason, State) ->
 %%--------------------------------------------------------------------
 %% Stopping
 
+%% @private gen_server callback.
 -spec terminate(Reason :: term(), state()) -> ok.
 %% Whoever waited for the boot has given up (or was told): a boot that completes while
 %%  the peer is being stopped is not reported.

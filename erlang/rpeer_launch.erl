@@ -103,7 +103,7 @@ launch(Tag, Listener, Listening, Options, MaxFrame) ->
     {Exec, Args} = command_line(Listening, Options, MaxFrame),
     Rewrite = maps:get(post_process_args, Options, fun (Same) -> Same end),
     UserEnv = maps:get(env, Options, []),
-    {Program, ScriptEnv} = program_to_run(Exec, UserEnv, Options),
+    {Program, ScriptEnv} = launch_program(Exec, UserEnv, Options),
     Detached = maps:get(detached, Options, false) =:= true,
     %% a standard_io peer's process is the control connection: its messages carry the
     %%  connection's tag
@@ -321,7 +321,7 @@ erlexec() ->
 %%  every boot. rpeer runs erlexec with those variables itself, as the script sets them.
 %%  An exec option, another installation's erl, or ERL_ROOTDIR (which OTP's script
 %%  honours) launch Exec as it is.
-program_to_run(Exec, UserEnv, Options) when not is_map_key(exec, Options) ->
+launch_program(Exec, UserEnv, Options) when not is_map_key(exec, Options) ->
     Root = code:root_dir(),
     BinDir = erts_bin(),
     Erlexec = erlexec(),
@@ -339,7 +339,7 @@ program_to_run(Exec, UserEnv, Options) when not is_map_key(exec, Options) ->
         false ->
             {Exec, []}
     end;
-program_to_run(Exec, _UserEnv, _Options) ->
+launch_program(Exec, _UserEnv, _Options) ->
     {Exec, []}.
 
 %% Whether two paths name the same file (through symbolic links).
