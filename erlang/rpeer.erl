@@ -197,8 +197,8 @@ get_state(Peer) ->
 
 %% @doc Runs `apply(Module, Function, Args)' on the peer over the alternative
 %%  connection and returns its result, waiting up to 5 s (see call/5).
--spec call(Peer :: server_ref(), Module :: module(), Function :: atom(),
-           Args :: [term()]) -> Result :: term().
+-spec call(Peer :: server_ref(), Module :: module(), Function :: atom(), Args :: [term()]) ->
+          Result :: term().
 call(Peer, Module, Function, Args) ->
     call(Peer, Module, Function, Args, ?CALL_TIMEOUT).
 
