@@ -48,7 +48,11 @@
          get_state/1,
          call/4, call/5, cast/4, send/3]).
 
--export_type([server_ref/0, start_options/0, peer_state/0, exec/0, disconnect_timeout/0]).
+%% API: rpeer's own
+-export([info/1]).
+
+-export_type([server_ref/0, start_options/0, peer_state/0, exec/0, disconnect_timeout/0,
+              info/0]).
 
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -128,6 +132,38 @@
 -type peer_state() :: booting | running | {down, Reason :: term()}.
 %% What get_state/1 says of the peer.
 
+-type info() :: #{node := node() | undefined,
+                  state := peer_state(),
+                  os_pid := non_neg_integer() | undefined,
+                  connection := standard_io | {tcp, inet:port_number()} | dist,
+                  peer_side := rpeer | peer,
+                  boot_time := non_neg_integer() | undefined,
+                  frames_in := non_neg_integer(),
+                  bytes_in := non_neg_integer(),
+                  frames_out := non_neg_integer(),
+                  bytes_out := non_neg_integer(),
+                  console_bytes := non_neg_integer(),
+                  stderr_bytes := non_neg_integer(),
+                  exec := file:name(),
+                  args := [string()]}.
+%% What info/1 tells of a peer:
+%%  node - its node name, once known (`undefined' for a peer that is not distributed);
+%%  state - as get_state/1;
+%%  os_pid - the OS pid of the program rpeer started (the node, or the wrapper that
+%%   runs it), while it runs;
+%%  connection - the control connection: `standard_io', tcp on the origin's port
+%%   (the port it listens on, also when 0 was asked for), or the distribution only;
+%%  peer_side - what runs the peer's end of it (see the `peer_side' option; a dist
+%%   peer runs OTP's peer);
+%%  boot_time - milliseconds from the start to the peer's report that it booted;
+%%  frames_in, bytes_in - frames (and their payload bytes) from the peer, including
+%%   those dropped (see the README);
+%%  frames_out, bytes_out - frames (and payload bytes) sent to the peer;
+%%  console_bytes, stderr_bytes - bytes of the peer's console text and stderr that
+%%   reached the group leader;
+%%  exec, args - the program and arguments it was started with (before
+%%   `post_process_args').
+
 %%--------------------------------------------------------------------
 %% Constants
 
@@ -194,6 +230,13 @@ stop(Peer) ->
 -spec get_state(Peer :: server_ref()) -> peer_state().
 get_state(Peer) ->
     gen_server:call(Peer, get_state).
+
+%% @doc What is going on in a peer: its node, state, OS pid, connection and peer side,
+%%  how long it took to boot, and the traffic each way so far (see info()). Not in
+%%  stock peer.
+-spec info(Peer :: server_ref()) -> info().
+info(Peer) ->
+    gen_server:call(Peer, info).
 
 %% @doc Runs `apply(Module, Function, Args)' on the peer over the alternative
 %%  connection and returns its result, waiting up to 5 s (see call/5).
@@ -328,7 +371,13 @@ await_boot(Pid, Ref, Timeout) ->
           %%  and a reference or pid would change if this node became distributed
           seq = 0 :: non_neg_integer(),
           %% the calls the peer has not answered yet
-          outstanding = #{} :: #{non_neg_integer() => gen_server:from()}
+          outstanding = #{} :: #{non_neg_integer() => gen_server:from()},
+          %% when the controller started (monotonic ms), and how long the boot took
+          started_at :: integer(),
+          boot_time :: undefined | non_neg_integer(),
+          %% frames, bytes and output counted for info/1
+          traffic = #{frames_in => 0, bytes_in => 0, frames_out => 0, bytes_out => 0,
+                      console_bytes => 0, stderr_bytes => 0} :: #{atom() => non_neg_integer()}
          }).
 
 -type state() :: #state{}.
@@ -345,6 +394,7 @@ await_boot(Pid, Ref, Timeout) ->
 init([Notify, Options, MaxFrame]) ->
     %% terminate/2 must run, to take the peer down
     process_flag(trap_exit, true),
+    StartedAt = erlang:monotonic_time(millisecond),
     Tag = make_ref(),
     case rpeer_launch:listen(Tag, Options, MaxFrame) of
         {ok, Listener, Listening} ->
@@ -354,7 +404,8 @@ init([Notify, Options, MaxFrame]) ->
                     Launcher = #launcher{tag = ProcessTag, process = Process, attached = Attached},
                     State = #state{options = Options, notify = Notify, tag = Tag,
                                    max_frame = MaxFrame, exec = Exec, args = Args,
-                                   launcher = Launcher, incoming = rpeer_incoming:new()},
+                                   launcher = Launcher, incoming = rpeer_incoming:new(),
+                                   started_at = StartedAt},
                     {ok, connect(Process, Listener, State)};
                 {error, Reason} ->
                     _ = Listener =/= undefined andalso rpeer_nif:close(Listener),
@@ -386,10 +437,11 @@ handle_call({call, _M, _F, _A}, _From, #state{connection = undefined} = State) -
 %% call/5: the reply comes as a frame, matched by Seq
 handle_call({call, M, F, A}, From, #state{seq = Seq, max_frame = MaxFrame} = State) ->
     case rpeer_frame:check({call, Seq, M, F, A}, MaxFrame) of
-        {ok, Frame} ->
+        {ok, Frame, Size} ->
             _ = rpeer_nif:send(State#state.connection, Frame),
             Outstanding = State#state.outstanding,
-            {noreply, State#state{seq = Seq + 1, outstanding = Outstanding#{Seq => From}}};
+            {noreply, count(out, Size, State#state{seq = Seq + 1,
+                                                   outstanding = Outstanding#{Seq => From}})};
         {too_large, Size} ->
             {reply, {error, rpeer_frame:too_large(Size, MaxFrame)}, State}
     end;
@@ -410,7 +462,32 @@ handle_call({starting, Node}, _From, #state{options = Options} = State) ->
 query(get_state, #state{peer_state = PeerState}) -> PeerState;
 query(last_output, #state{output = Output}) -> Output;
 query(get_node, #state{node = Node}) -> Node;
-query(group_leader, _State) -> group_leader().
+query(group_leader, _State) -> group_leader();
+query(info, State) -> info_of(State).
+
+info_of(#state{options = Options, launcher = Launcher, traffic = Traffic} = State) ->
+    OsPid = case Launcher of
+                #launcher{process = Process} -> rpeer_nif:os_pid(Process);
+                undefined -> undefined
+            end,
+    Traffic#{node => State#state.node, state => State#state.peer_state, os_pid => OsPid,
+             connection => rpeer_launch:connection_of(Options, State#state.args),
+             peer_side => rpeer_launch:peer_side_of(State#state.args),
+             boot_time => State#state.boot_time,
+             exec => State#state.exec, args => State#state.args}.
+
+%% Counts a frame of Size payload bytes each way (`in', `out'), or output bytes.
+count(Direction, Size, #state{traffic = Traffic} = State) ->
+    {Frames, Bytes} = case Direction of
+                          in -> {frames_in, bytes_in};
+                          out -> {frames_out, bytes_out}
+                      end,
+    #{Frames := F, Bytes := B} = Traffic,
+    State#state{traffic = Traffic#{Frames := F + 1, Bytes := B + Size}}.
+
+count_output(Key, Text, #state{traffic = Traffic} = State) ->
+    State#state{traffic = maps:update_with(Key, fun (Bytes) -> Bytes + byte_size(Text) end,
+                                           Traffic)}.
 
 %% @private gen_server callback.
 -spec handle_cast(term(), state()) -> {noreply, state()}.
@@ -502,7 +579,7 @@ handle_events(Source, [Event | Events], State) ->
 -spec handle_event(channel | launcher, term(), state()) -> outcome().
 %% a frame from the peer: a request, a reply, a message, or its boot
 handle_event(channel, {frame, Frame}, State) ->
-    {ok, handle_frame(Frame, State)};
+    {ok, handle_frame(Frame, count(in, byte_size(Frame), State))};
 %% a dist or tcp peer's stdout carries no control frames
 handle_event(launcher, {frame, _Frame}, State) ->
     {ok, State};
@@ -518,7 +595,7 @@ handle_event(channel, accepted, #state{channel = Channel} = State) ->
 %% booting: a connection that was not the peer's was closed unread
 handle_event(channel, {rejected, Address}, State) ->
     logger:warning("rpeer: closed a connection to the control port from ~ts that is not "
-                   "the peer's; still waiting for the peer", [Address]),
+                   "the peer's; still waiting for the peer", [Address], log_metadata(State)),
     {ok, State};
 %% booting: no tcp peer connected in time; the start fails whatever peer_down says
 handle_event(channel, {accept_failed, Reason}, State) ->
@@ -530,7 +607,7 @@ handle_event(channel, {closed, _Reason}, #state{channel = Channel, incoming = In
     {down, tcp_closed, State#state{connection = undefined, incoming = Closed}};
 %% a tcp frame over the limit was read past (see rpeer_frame): a reply fails its call
 handle_event(channel, {frame_too_large, Size, Head}, State) ->
-    {ok, frame_too_large(Size, Head, State)};
+    {ok, frame_too_large(Size, Head, count(in, Size, State))};
 %% the peer's OS process exited: what it wrote to stdout comes first
 handle_event(Source, {exit_status, _} = Exit, #state{incoming = Incoming} = State) ->
     case rpeer_incoming:hold_exit(Source, Exit, Incoming) of
@@ -539,7 +616,7 @@ handle_event(Source, {exit_status, _} = Exit, #state{incoming = Incoming} = Stat
     end;
 %% a thread of the channel failed (a bug in rpeer): the channel is gone
 handle_event(_Source, {failed, Why}, State) ->
-    logger:error("rpeer: a channel thread failed: ~ts", [Why]),
+    logger:error("rpeer: a channel thread failed: ~ts", [Why], log_metadata(State)),
     {down, {rpeer_channel_failed, Why}, State#state{connection = undefined, launcher = undefined}};
 %% the peer's program could not be run (spawn/6 returns before it is)
 handle_event(_Source, {launch_failed, Errno}, State) ->
@@ -756,7 +833,7 @@ watch_nodes() ->
 force_disconnect(Node) ->
     _ = erlang:disconnect_node(Node),
     logger:warning("rpeer: ~p did not disconnect within the shutdown time of stop/1; "
-                   "the connection to it was taken down", [Node]).
+                   "the connection to it was taken down", [Node], node_metadata(Node)).
 
 %% Deadlines are monotonic milliseconds, or infinity.
 deadline(infinity) -> infinity;
@@ -848,6 +925,9 @@ frame_too_large(Size, Head, #state{outstanding = Outstanding, max_frame = MaxFra
 
 %% What every log event of a controller carries, for filters and handlers.
 log_metadata(#state{node = Node}) ->
+    node_metadata(Node).
+
+node_metadata(Node) ->
     #{domain => [rpeer], rpeer_controller => self(), rpeer_node => Node}.
 
 %% Sends a term to the peer over the alternative connection, if there is one: as
@@ -860,9 +940,9 @@ to_peer(_Term, #state{connection = undefined} = State) ->
     State;
 to_peer(Term, #state{connection = Conn, max_frame = MaxFrame} = State) ->
     case rpeer_frame:check(Term, MaxFrame) of
-        {ok, Frame} ->
+        {ok, Frame, Size} ->
             _ = rpeer_nif:send(Conn, Frame),
-            State;
+            count(out, Size, State);
         {too_large, Size} ->
             not_sent(Term, rpeer_frame:too_large(Size, MaxFrame), State)
     end.
@@ -879,8 +959,9 @@ not_sent(Term, Reason, State) ->
 %% The boot
 
 %% The peer booted as Node: it runs, and whoever waits hears it.
-booted(Node, State) ->
+booted(Node, #state{started_at = StartedAt} = State) ->
     State#state{peer_state = running, node = Node,
+                boot_time = erlang:monotonic_time(millisecond) - StartedAt,
                 notify = tell_boot(started, Node, State)}.
 
 %% Tells whoever waits for the boot how it ended (`started' with the node, or
@@ -904,11 +985,12 @@ tell_boot(Result, What, #state{notify = {To, Tag}}) ->
 %%  boot failures.
 forward_output(console, Text, #state{output = Output} = State) ->
     put_chars(Text),
-    State#state{output = tail(Output, Text)};
+    count_output(console_bytes, Text, State#state{output = tail(Output, Text)});
 forward_output(stderr, Text, #state{output = Output, stderr_line_start = AtStart} = State) ->
     {Marked, NextAtStart} = mark_lines(Text, AtStart),
     put_chars(Marked),
-    State#state{output = tail(Output, Marked), stderr_line_start = NextAtStart}.
+    count_output(stderr_bytes, Text,
+                 State#state{output = tail(Output, Marked), stderr_line_start = NextAtStart}).
 
 %% Prefixes every line that starts in Text; tells whether the next text starts a line.
 mark_lines(Text, AtStart) ->

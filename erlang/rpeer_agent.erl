@@ -281,9 +281,9 @@ refuse_decoded({io_request, From, ReplyAs, _Request}, Reason) ->
     From ! {io_reply, ReplyAs, {error, Reason}};
 refuse_decoded(Term, Reason) when is_tuple(Term), tuple_size(Term) > 0 ->
     logger:warning("rpeer: a ~0p frame to the origin was not sent: ~0p", [element(1, Term), Reason],
-                   #{domain => [rpeer]});
+                   #{domain => [rpeer], rpeer_node => node()});
 refuse_decoded(_Term, Reason) ->
-    logger:warning("rpeer: a frame to the origin was not sent: ~0p", [Reason], #{domain => [rpeer]}).
+    logger:warning("rpeer: a frame to the origin was not sent: ~0p", [Reason], #{domain => [rpeer], rpeer_node => node()}).
 
 %% @private
 %% peer asks for the next frame after each one it handled (`{active, once}').

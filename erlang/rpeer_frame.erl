@@ -59,13 +59,13 @@ max_size() ->
             erlang:error({max_frame, Other})
     end.
 
-%% @doc Encodes a frame, unless it is over `Limit': then its size.
--spec check(term(), limit()) -> {ok, [binary()]} | {too_large, pos_integer()}.
+%% @doc Encodes a frame, with its size, unless it is over `Limit': then its size alone.
+-spec check(term(), limit()) -> {ok, [binary()], pos_integer()} | {too_large, pos_integer()}.
 check(Term, Limit) ->
     Iovec = erlang:term_to_iovec(Term),
     case iolist_size(Iovec) of
         Size when Size > Limit -> {too_large, Size};
-        _ -> {ok, Iovec}
+        Size -> {ok, Iovec, Size}
     end.
 
 %% @doc Raises `error({frame_too_large, Size, Limit})' in the caller when `Term' does not
@@ -79,7 +79,7 @@ fits(Term) ->
             ok;
         false ->
             case check(Term, Limit) of
-                {ok, _} -> ok;
+                {ok, _, _} -> ok;
                 {too_large, Size} -> erlang:error(too_large(Size, Limit))
             end
     end.

@@ -10,6 +10,7 @@
 -module(rpeer_launch).
 
 -export([listen/3, launch/5, agent_ebin/0, find_executable/2]).
+-export([connection_of/2, peer_side_of/1]).
 -export_type([listening/0, launched/0]).
 
 -include_lib("kernel/include/file.hrl").
@@ -130,6 +131,29 @@ spawn_error({exec, Errno, Path}) ->
     {Errno, unicode:characters_to_list(Path, file:native_name_encoding())};
 spawn_error(Errno) ->
     {Errno, spawn}.
+
+%%--------------------------------------------------------------------
+%% What a command line says (for rpeer:info/1)
+
+%% @doc The control connection of a peer started with `Options' and command line
+%%  `Args': standard_io, tcp to the port it was given (the one bound, when 0 was asked
+%%  for), or the distribution alone.
+-spec connection_of(map(), [string()]) -> standard_io | {tcp, inet:port_number()} | dist.
+connection_of(#{connection := standard_io}, _Args) ->
+    standard_io;
+connection_of(#{connection := _}, Args) ->
+    case lists:dropwhile(fun (Arg) -> Arg =/= "-origin" end, Args) of
+        ["-origin", _Addresses, Port | _] -> {tcp, list_to_integer(Port)};
+        _ -> dist
+    end;
+connection_of(_Options, _Args) ->
+    dist.
+
+%% @doc Which peer side the command line starts: rpeer's agent or OTP's peer alone.
+-spec peer_side_of([string()]) -> rpeer | peer.
+peer_side_of(["-user", "rpeer_agent" | _]) -> rpeer;
+peer_side_of([_ | Args]) -> peer_side_of(Args);
+peer_side_of([]) -> peer.
 
 %%--------------------------------------------------------------------
 %% The command line
