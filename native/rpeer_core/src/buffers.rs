@@ -22,10 +22,15 @@ struct Pool {
 static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 
 /// An empty buffer with room for `len` bytes: a kept one when one fits (at most twice
-/// the size asked for), else a new one.
-pub fn take(len: usize) -> Vec<u8> {
-    let kept = is_kept_size(len).then(|| POOL.lock().take(len)).flatten();
-    kept.unwrap_or_else(|| Vec::with_capacity(len))
+/// the size asked for), else a new one; `None` when the memory cannot be had (a frame
+/// declared larger than this machine can hold must not abort the VM).
+pub fn take(len: usize) -> Option<Vec<u8>> {
+    if let Some(kept) = is_kept_size(len).then(|| POOL.lock().take(len)).flatten() {
+        return Some(kept);
+    }
+    let mut fresh = Vec::new();
+    fresh.try_reserve_exact(len).ok()?;
+    Some(fresh)
 }
 
 /// Keeps `buf` for a later [`take`] if it is of a kept size and there is room.
@@ -73,6 +78,12 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_that_cannot_be_had_is_none_not_an_abort() {
+        assert!(take(usize::MAX / 2).is_none());
+        assert!(take(1 << 20).is_some_and(|buf| buf.capacity() >= 1 << 20));
+    }
 
     #[test]
     fn a_buffer_given_back_carries_the_next_frame_of_its_size_empty() {

@@ -260,21 +260,23 @@ impl FrameDecoder {
         }
     }
 
-    /// The state after a complete header declaring `len` bytes.
+    /// The state after a complete header declaring `len` bytes. A frame over the
+    /// maximum, or larger than the memory this process can get, is skipped.
     fn after_header(&self, len: usize, out: &mut Vec<Event>) -> FrameState {
-        if len > self.max_frame {
-            let head = Vec::with_capacity(len.min(SKIPPED_HEAD));
-            FrameState::Skipping {
+        if len == 0 {
+            out.push(Event::Frame(Vec::new()));
+            return FrameState::header();
+        }
+        match (len <= self.max_frame)
+            .then(|| crate::buffers::take(len))
+            .flatten()
+        {
+            Some(payload) => FrameState::Payload { payload, len },
+            None => FrameState::Skipping {
                 len,
                 left: len,
-                head,
-            }
-        } else if len == 0 {
-            out.push(Event::Frame(Vec::new()));
-            FrameState::header()
-        } else {
-            let payload = crate::buffers::take(len);
-            FrameState::Payload { payload, len }
+                head: Vec::with_capacity(len.min(SKIPPED_HEAD)),
+            },
         }
     }
 }
