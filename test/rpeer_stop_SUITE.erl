@@ -16,7 +16,8 @@
     os_process_gone_when_stop_returns/0, os_process_gone_when_stop_returns/1,
     name_reusable_right_after_stop/0, name_reusable_right_after_stop/1,
     blocked_peer_killed_after_halt_timeout/0, blocked_peer_killed_after_halt_timeout/1,
-    close_does_not_wait/0, close_does_not_wait/1
+    close_does_not_wait/0, close_does_not_wait/1,
+    halt_without_timeout_returns/0, halt_without_timeout_returns/1
 ]).
 
 suite() ->
@@ -27,7 +28,8 @@ all() ->
 
 groups() ->
     Cases = [os_process_gone_when_stop_returns, name_reusable_right_after_stop,
-             blocked_peer_killed_after_halt_timeout, close_does_not_wait],
+             blocked_peer_killed_after_halt_timeout, close_does_not_wait,
+             halt_without_timeout_returns],
     [{standard_io, [parallel], Cases}, {tcp, [parallel], Cases}, {dist, [parallel], Cases}].
 
 init_per_group(Group, Config) ->
@@ -111,3 +113,13 @@ close_does_not_wait(Config) when is_list(Config) ->
     ct:sleep(300),
     ok = rpeer:stop(Peer),
     ?assert(rpeer_test_lib:os_pid_exists(OsPid)).
+
+halt_without_timeout_returns() ->
+    [{doc, "shutdown => {halt, infinity}: stop/1 returns once the peer halted, and its "
+      "OS process is gone"}].
+
+halt_without_timeout_returns(Config) when is_list(Config) ->
+    {Peer, _Node, OsPid} = start(Config, rpeer:random_name(?FUNCTION_NAME),
+                                 #{shutdown => {halt, infinity}}),
+    ok = rpeer:stop(Peer),
+    ?assertNot(rpeer_test_lib:os_pid_exists(OsPid)).
