@@ -278,10 +278,25 @@ find_executable(Name, Path) ->
     rpeer_launch:find_executable(Name, Path).
 -endif.
 
-%% Checks the options, starts the controller, and, unless told not to, waits for the
-%%  boot.
+%% Checks the options; hands out a warm node of the pool when it has one (see
+%%  rpeer_pool), else starts a controller and, unless told not to, waits for the boot.
 start_it(Options, How) ->
     ok = rpeer_options:check(Options),
+    case rpeer_pool:take(Options) of
+        {ok, Pool, Pid} ->
+            Handed = hand_out(Pid, element(1, Pool), Options, How),
+            ok = rpeer_pool:handed(Pool, Pid),
+            case Handed of
+                {ok, Node} -> handed_out(Pid, Node, Options);
+                error -> cold_start(Options, How)
+            end;
+        miss ->
+            Started = cold_start(Options, How),
+            _ = element(1, Started) =:= ok andalso rpeer_pool:learn(Options),
+            Started
+    end.
+
+cold_start(Options, How) ->
     MaxFrame = rpeer_frame:max_size(),
     WaitBoot = maps:get(wait_boot, Options, ?BOOT_WAIT),
     Notify = case WaitBoot of
@@ -292,6 +307,49 @@ start_it(Options, How) ->
     case gen_server:How(?MODULE, [Notify, Options, MaxFrame], []) of
         {ok, Pid} -> started(Pid, Notify, WaitBoot, Options);
         Error -> Error
+    end.
+
+%% A warm controller of the pool becomes the caller's, as if it had just booted for
+%%  Options: a named request's node becomes distributed with that name first (an
+%%  unnamed one answers a call), so a node that died while it waited is not handed out.
+%%  A node that is gone or cannot take the name is stopped, and the caller cold-starts.
+hand_out(Pid, Pool, Options, How) ->
+    try
+        Node = case Options of
+                   #{name := _} -> distribute(Pid, Options);
+                   _ -> call(Pid, erlang, node, [])
+               end,
+        ok = gen_server:call(Pid, {handover, self(), How =:= start_link, group_leader(),
+                                   Options, Node, Pool}),
+        {ok, Node}
+    catch
+        _:_ ->
+            _ = catch gen_server:stop(Pid),
+            error
+    end.
+
+%% net_kernel:start/1 on the node, with the name, host and name mode a cold start would
+%%  give it on its command line (rpeer_launch).
+distribute(Pid, Options) ->
+    Node = list_to_atom(rpeer_launch:node_name(Options)),
+    Mode = case rpeer_launch:name_flag(Options) of
+               "-name" -> longnames;
+               "-sname" -> shortnames
+           end,
+    {ok, _} = call(Pid, net_kernel, start, [[Node, Mode]]),
+    call(Pid, erlang, node, []).
+
+%% What a hand-out returns: what a cold start that waited for the boot returns; a
+%%  wait_boot {Pid, Tag} is told that the node started.
+handed_out(Pid, Node, Options) ->
+    case maps:get(wait_boot, Options, ?BOOT_WAIT) of
+        {To, Tag} ->
+            To ! {Tag, {started, Node, Pid}},
+            started(Pid, To, {To, Tag}, Options);
+        false ->
+            started(Pid, false, false, Options);
+        _Timeout ->
+            {ok, Pid, Node}
     end.
 
 %% What start/1 returns: the controller, and the node once it booted, or when `name'
@@ -364,6 +422,9 @@ await_boot(Pid, Ref, Timeout) ->
           %% whether the next stderr text starts a line (and gets ?STDERR_PREFIX)
           stderr_line_start = true :: boolean(),
           peer_state = booting :: peer_state(),
+          %% a warm node's hand-out linked it to this process (see rpeer_pool): its
+          %%  exit stops the controller, as a start_link caller's does
+          owner = none :: pid() | none,
           %% who hears how the boot ended: start_it/2 waiting ({wait, ...}, which also
           %%  gets the output of a failed boot), a wait_boot {Pid, Tag}, or nobody
           notify = false :: false | {pid(), term()} | {wait, pid(), reference()},
@@ -448,6 +509,16 @@ handle_call({call, M, F, A}, From, #state{seq = Seq, max_frame = MaxFrame} = Sta
 %% get_state/1, rpeer_output:last/1, and the node's name
 handle_call(Query, _From, State) when is_atom(Query) ->
     {reply, query(Query, State), State};
+%% rpeer_pool hands this warm controller out: from now on it is the caller's
+handle_call({handover, Owner, Link, Leader, Options, Node, Pool}, _From,
+            #state{peer_state = running} = State) ->
+    true = group_leader(Leader, self()),
+    _ = Link andalso link(Owner),
+    true = unlink(Pool),
+    {reply, ok, State#state{options = Options, node = Node, notify = false,
+                            owner = case Link of true -> Owner; false -> none end}};
+handle_call({handover, _Owner, _Link, _Leader, _Options, _Node, _Pool}, _From, State) ->
+    {reply, {error, State#state.peer_state}, State};
 %% a dist peer while it boots (OTP 26+): cover starts there if test_server asked for it
 handle_call({starting, Node}, _From, #state{options = Options} = State) ->
     _ = case Options of
@@ -526,6 +597,9 @@ on_message({timeout, Timer, stdout_grace}, #state{incoming = Incoming} = State) 
 on_message({started, Node}, State) ->
     true = erlang:monitor_node(Node, true),
     {ok, booted(Node, State)};
+%% whoever a warm node was handed out to with start_link/1 exited (see rpeer_pool)
+on_message({'EXIT', Owner, Reason}, #state{owner = Owner} = State) ->
+    {stop, Reason, State};
 %% a dist peer (with no alternative connection) went away
 on_message({nodedown, Node}, #state{connection = undefined, channel = undefined} = State) ->
     {down, {nodedown, Node}, State};

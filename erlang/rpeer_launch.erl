@@ -10,7 +10,7 @@
 -module(rpeer_launch).
 
 -export([listen/3, launch/5, agent_ebin/0, find_executable/2]).
--export([connection_of/2, peer_side_of/1]).
+-export([connection_of/2, peer_side_of/1, node_name/1, name_flag/1]).
 -export_type([listening/0, launched/0]).
 
 -include_lib("kernel/include/file.hrl").
@@ -171,6 +171,7 @@ name_args(Options) ->
         Name -> [name_flag(Options), Name]
     end.
 
+-spec node_name(rpeer:start_options()) -> string() | undefined.
 node_name(#{name := Name, host := Host}) ->
     lists:concat([Name, "@", Host]);
 node_name(#{name := Name}) ->
@@ -183,6 +184,7 @@ node_name(_Options) ->
 
 %% Long or short names: the `longnames' option, else what this node uses; a node that
 %%  is not distributed has no say, and the peer gets a short name.
+-spec name_flag(rpeer:start_options()) -> string().
 name_flag(Options) ->
     Long = case maps:find(longnames, Options) of
                {ok, Given} -> Given;
