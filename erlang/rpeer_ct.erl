@@ -11,7 +11,9 @@
 %% <li>its name is `"Module-TestCase-N-OsPid"', unless the options name it;</li>
 %% <li>its command line starts with this node's cookie (unless the arguments set one),
 %%   the calling suite's ebin directory, and an `ERL_CRASH_DUMP' file in the crash dump
-%%   directory of the run, then the caller's arguments;</li>
+%%   directory of the run, then the caller's arguments (a peer that rpeer's pool may
+%%   serve, see rpeer_pool, gets `ERL_CRASH_DUMP' set by `os:putenv/2' once started
+%%   instead);</li>
 %% <li>when cover runs here, `stop/1' gives the node time to send its coverage to the
 %%   main cover node (`shutdown => {10000, MainCoverNode}'), and cover runs on the node.
 %%   Who starts it there changed in OTP 26, see {@link cover_on_peer/2}.</li>
@@ -101,12 +103,24 @@ start_named(#{name := Name} = Options, Module) ->
              end,
     CrashDump = filename:join(test_server_sup:crash_dump_dir(),
                               lists:concat(["erl_crash_dump.", Name])),
-    Full = Options#{args => Cookie ++ ["-pa", filename:dirname(code:which(Module)),
-                                       "-env", "ERL_CRASH_DUMP", CrashDump | Args]},
-    case maps:get(start_cover, Options, true) andalso test_server:is_cover() of
-        true -> start_covered(Full, cover:get_main_node());
-        false -> rpeer:start_link(Full)
-    end.
+    Base = Options#{args => Cookie ++ ["-pa", filename:dirname(code:which(Module)) | Args]},
+    %% the crash dump's name holds the node's: a peer the pool may serve gets it once
+    %%  started, so that its template is the same whatever the name
+    Pooled = rpeer_pool:is_on(Base),
+    Full = case Pooled of
+               true -> Base;
+               false -> Base#{args => Cookie ++ ["-pa", filename:dirname(code:which(Module)),
+                                                 "-env", "ERL_CRASH_DUMP", CrashDump | Args]}
+           end,
+    Started = case maps:get(start_cover, Options, true) andalso test_server:is_cover() of
+                  true -> start_covered(Full, cover:get_main_node());
+                  false -> rpeer:start_link(Full)
+              end,
+    case Started of
+        {ok, Peer, _} when Pooled -> true = rpeer:call(Peer, os, putenv, ["ERL_CRASH_DUMP", CrashDump]);
+        _ -> ok
+    end,
+    Started.
 
 %% `shutdown => {Timeout, MainCoverNode}' makes stop/1 flush the node's coverage to
 %%  MainCoverNode before it stops it (and, from OTP 26 on, the controller start cover on

@@ -55,7 +55,7 @@
 -export([start_link/0, info/0]).
 
 %% Used by rpeer:start_it/2
--export([take/1, handed/2, learn/1, template/1]).
+-export([take/1, handed/2, learn/1, template/1, is_on/1]).
 
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -149,6 +149,12 @@ learn(Options) ->
         {ok, Key} -> gen_server:cast(?MODULE, {learn, Key, maps:without(?NOT_BOOTED, Options)});
         _OffOrNotPooled -> ok
     end.
+
+%% @doc Whether the pool would serve these start options now: it runs, `pool_size' is
+%%  above 0, and they are pooled (see template/1).
+-spec is_on(rpeer:start_options()) -> boolean().
+is_on(Options) ->
+    pool_size() > 0 andalso template(Options) =/= none andalso whereis(?MODULE) =/= undefined.
 
 %% @doc The template of start options, `{ok, Key}', or `none' for options the pool
 %%  does not serve (see the module documentation).

@@ -20,13 +20,13 @@
          peer_down_continue/1, warm_node_killed_while_waiting/1, same_priority_as_cold/1,
          named_same_as_cold/1, named_ct_peer_name/1, named_host/1, named_cookie/1,
          named_eval_runs_before_name/1, named_sname_argument_absent/1, named_info_args/1,
-         named_name_taken/1]).
+         named_name_taken/1, ct_peer_served/1]).
 
 %% the pool itself
 -export([off_by_default/1, works_without_application/1, template_rules/1,
          dist_request_cold_starts/1, idle_stop/1, boots_at_most_pool_boots/1,
          application_stop_stops_warm_nodes/1, origin_sigkill_takes_warm_nodes/1,
-         ct_hook_turns_pool_on/1]).
+         ct_hook_turns_pool_on/1, boots_at_low_priority/1]).
 
 %% Run in the separate origin VM.
 -export([origin_main/1]).
@@ -43,13 +43,13 @@ groups() ->
                warm_node_killed_while_waiting, same_priority_as_cold,
                named_same_as_cold, named_ct_peer_name, named_host, named_cookie,
                named_eval_runs_before_name, named_sname_argument_absent, named_info_args,
-               named_name_taken],
+               named_name_taken, ct_peer_served],
     [{standard_io, [], Handout},
      {tcp, [], Handout},
      {pool, [], [off_by_default, works_without_application, template_rules,
                  dist_request_cold_starts, idle_stop, boots_at_most_pool_boots,
                  application_stop_stops_warm_nodes, origin_sigkill_takes_warm_nodes,
-                 ct_hook_turns_pool_on]}].
+                 ct_hook_turns_pool_on, boots_at_low_priority]}].
 
 init_per_suite(Config) ->
     true = erlang:is_alive(),
@@ -560,3 +560,54 @@ ct_hook_turns_pool_on(_Config) ->
         rpeer_pool_cth:terminate(State)
     end,
     ?assertEqual(undefined, whereis(rpeer_pool)).
+
+%% ?CT_PEER(#{connection => standard_io}) through rpeer_ct: served by the pool (the crash
+%%  dump file, named after the node, is set once the node is handed out).
+ct_peer_served(Config) ->
+    Options = mode(Config),
+    {ok, Cold, _} = rpeer_ct:start_peer(Options, ?MODULE, ct_peer_cold),
+    ok = rpeer:stop(Cold),
+    wait_warm(Options#{args => ["-setcookie", atom_to_list(erlang:get_cookie()),
+                                "-pa", filename:dirname(code:which(?MODULE))]}, 1),
+    {ok, Peer, Node} = rpeer_ct:start_peer(Options, ?MODULE, ct_peer_served),
+    ?assertMatch([#{hits := 1}], rpeer_pool:info()),
+    ?assertEqual(Node, rpeer:call(Peer, erlang, node, [])),
+    [Name, _Host] = string:split(atom_to_list(Node), "@"),
+    ?assertEqual(filename:join(test_server_sup:crash_dump_dir(), "erl_crash_dump." ++ Name),
+                 rpeer:call(Peer, os, getenv, ["ERL_CRASH_DUMP"])),
+    ok = rpeer:stop(Peer).
+
+%% A warm node boots in a scheduling group (its session's autogroup) niced to 19, which
+%%  goes back to 0 once it booted (see same_priority_as_cold).
+boots_at_low_priority(_Config) ->
+    case file:read_file("/proc/sys/kernel/sched_autogroup_enabled") of
+        {ok, <<"1", _/binary>>} ->
+            Options = #{connection => standard_io},
+            {ok, Cold, _} = rpeer:start(Options),
+            Nices = sample_nice([]),
+            ?assert(lists:member(19, Nices)),
+            wait_warm(Options, 1),
+            [Warm] = warm_controllers(),
+            ?assertEqual(0, autogroup_nice(os_pid(Warm))),
+            ok = rpeer:stop(Cold);
+        _ ->
+            {skip, "no autogroups in this kernel"}
+    end.
+
+%% The nice values of the booting node's group, until it booted.
+sample_nice(Seen) ->
+    case warm_controllers() of
+        [Booting] ->
+            Nice = try os_pid(Booting) of
+                       "undefined" -> none;
+                       OsPid -> autogroup_nice(OsPid)
+                   catch _:_ -> none
+                   end,
+            case rpeer:get_state(Booting) of
+                running -> Seen;
+                booting -> timer:sleep(2), sample_nice([Nice | Seen])
+            end;
+        [] ->
+            timer:sleep(2),
+            sample_nice(Seen)
+    end.
