@@ -2,8 +2,10 @@
 %% then the origin's open file descriptors, OS threads, child processes left behind
 %% (zombies or not) and memory are compared with what they were before.
 %%
-%% Run by `bench/soak [Cycles]' (default 500). Prints a table and exits non-zero when a
-%% figure grew past its bound.
+%% Run by `bench/soak [Cycles] [pool]' (default 500). With `pool', the rpeer application
+%% runs with a pool of 2 warm nodes per template (see rpeer_pool) during the cycles, and
+%% is stopped before the figures are taken again: nothing of the pool may be left. Prints
+%% a table and exits non-zero when a figure grew past its bound.
 -module(rpeer_soak).
 
 -export([main/1]).
@@ -21,22 +23,35 @@ main(Args) ->
                  [N | _] -> list_to_integer(N);
                  [] -> 500
              end,
+    Pool = lists:member("pool", Args),
     Modes = [#{connection => standard_io},
              #{connection => standard_io, peer_side => peer},
              #{connection => 0},
              #{name => dist}],
-    %% warm-up: one cycle per mode
+    %% warm-up: one cycle per mode (with the pool: two, the second served by it)
+    pool(Pool),
     [cycle(Mode) || Mode <- Modes],
+    _ = Pool andalso ([cycle(Mode) || Mode <- Modes] =/= []),
+    ok = application:stop(rpeer),
     erlang:garbage_collect(),
     Before = figures(),
+    pool(Pool),
     T0 = erlang:monotonic_time(millisecond),
     run(Cycles, Modes),
     Elapsed = erlang:monotonic_time(millisecond) - T0,
+    Served = [{H, M} || #{hits := H, misses := M} <- rpeer_pool:info()],
+    ok = application:stop(rpeer),
     erlang:garbage_collect(),
     timer:sleep(500),
     After = figures(),
     io:format("~nrpeer soak: ~b start/stop cycles across standard_io, standard_io with "
-              "peer_side => peer, tcp and dist, in ~.1f s~n~n", [Cycles, Elapsed / 1000]),
+              "peer_side => peer, tcp and dist, in ~.1f s~s~n~n",
+              [Cycles, Elapsed / 1000,
+               case Pool of
+                   true -> io_lib:format(", pool on (pool_size 2; hits and misses per "
+                                         "template: ~p), then application:stop(rpeer)", [Served]);
+                   false -> ""
+               end]),
     io:format("| figure | before | after | growth | bound |~n|---|---|---|---|---|~n"),
     Checks = [check("open file descriptors", fds, Before, After, ?MAX_FD_GROWTH),
               check("OS threads", threads, Before, After, ?MAX_THREAD_GROWTH),
@@ -47,6 +62,13 @@ main(Args) ->
         true -> io:format("~nsoak: all figures within bounds~n"), halt(0);
         false -> io:format("~nsoak: FAILED, a figure grew past its bound~n"), halt(1)
     end.
+
+%% The rpeer application runs, with the pool on or off.
+pool(On) ->
+    _ = application:load(rpeer),
+    ok = application:set_env(rpeer, pool_size, case On of true -> 2; false -> 0 end),
+    {ok, _} = application:ensure_all_started(rpeer),
+    ok.
 
 run(0, _Modes) ->
     ok;

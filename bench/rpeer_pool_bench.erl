@@ -1,0 +1,222 @@
+%% @doc The pool of warm nodes (issue 30) against cold starts and stock peer.
+%%
+%% Run by `bench/pool [N]'. Two tables, in markdown, also written to bench/POOL.md:
+%% <ol>
+%% <li>start_link to returned, p50 and p99 over N starts (default 30): a pool hit (the
+%%   pool refilled before each start, so every start is a hit), an rpeer cold start, and
+%%   stock peer, per mode (standard_io, tcp, a named standard_io peer; stock's dist
+%%   peer as `?CT_PEER()' starts it, for reference).</li>
+%% <li>the suite-shaped loop: 30 cases in sequence, each starting one (or two) peers
+%%   named as `?CT_PEER()' names them, making 3 calls, running a test body (a sleep of
+%%   150 or 20 ms) and stopping the peers; wall time, and the CPU of the origin and of
+%%   every peer (read from /proc before each is stopped; warm nodes never handed out
+%%   included), against stock peer and against the same loop with no boots at all (one
+%%   peer started before the loop).</li>
+%% </ol>
+-module(rpeer_pool_bench).
+
+-export([main/1]).
+
+-define(CASES, 30).
+-define(CALLS, 3).
+
+%% The pool_size of the loops (the latency figures refill a pool of 1 before each start).
+-define(LOOP_POOL, 2).
+
+-spec main([string()]) -> no_return().
+main(Args) ->
+    N = case Args of [A | _] -> list_to_integer(A); [] -> 30 end,
+    _ = application:load(rpeer),
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Modes = [{"standard_io", #{connection => standard_io}},
+             {"tcp", #{connection => 0}},
+             {"standard_io, named", #{connection => standard_io, name => named}}],
+    Latency = [latency_rows(Label, Options, N) || {Label, Options} <- Modes]
+        ++ [{"dist, named (?CT_PEER)", "-", "-", stock_latency(#{name => named}, N)}],
+    Loops = [loop_row(Label, Options#{args => ["-setcookie", Cookie]}, Body, Peers)
+             || {Label, Options} <- lists:sublist(Modes, 2),
+                Body <- [150, 20], Peers <- [1, 2]],
+    Text = [io_lib:format("# The pool of warm nodes: rpeer ~s, OTP ~s, ~b CPUs, ~s~n~n",
+                          [git_rev(), erlang:system_info(otp_release),
+                           erlang:system_info(logical_processors_available), date_time()]),
+            "## start_link to returned (ms), p50 / p99 over ", integer_to_list(N),
+            " starts\n\n| mode | pool hit | rpeer cold | stock peer |\n|---|---|---|---|\n",
+            [io_lib:format("| ~s | ~s | ~s | ~s |~n", [L, P, C, S]) || {L, P, C, S} <- Latency],
+            "\nEvery pool start is a hit: the pool refilled before it (`pool_size` 1).\n\n",
+            "## Suite-shaped loop: ", integer_to_list(?CASES), " cases, each: start, ",
+            integer_to_list(?CALLS), " calls, body (sleep), stop\n\n",
+            "Wall time in s (CPU of the origin and all peers in s). `no boots`: one peer "
+            "started before the loop; the pool's columns have `pool_size` ",
+            integer_to_list(?LOOP_POOL), " and `pool_boots` 1 or 2, and start with an empty "
+            "pool (the first case learns the template). Ratios are stock wall time / pool wall "
+            "time, and pool wall time / no boots.\n\n",
+            "| mode | body | peers/case | no boots | stock peer | rpeer cold | pool, boots 1 "
+            "| pool, boots 2 | stock/pool (1) | stock/pool (2) | pool (1)/no boots |\n",
+            "|---|---|---|---|---|---|---|---|---|---|---|\n",
+            [loop_line(Row) || Row <- Loops]],
+    io:put_chars(Text),
+    ok = file:write_file("bench/POOL.md", Text),
+    halt(0).
+
+%%--------------------------------------------------------------------
+%% start_link latency
+
+latency_rows(Label, Options, N) ->
+    {Label, pool_latency(Options, N), cold_latency(Options, N), stock_latency(Options, N)}.
+
+pool_latency(Options, N) ->
+    pool_on(1, 1),
+    Times = [begin
+                 wait_warm(Options),
+                 time_start(fun () -> rpeer:start_link(named(Options)) end, rpeer)
+             end || _ <- lists:seq(1, N + 1)],
+    pool_off(),
+    p50_p99(tl(Times)).
+
+cold_latency(Options, N) ->
+    pool_off(),
+    p50_p99([time_start(fun () -> rpeer:start_link(named(Options)) end, rpeer)
+             || _ <- lists:seq(1, N)]).
+
+stock_latency(Options, N) ->
+    p50_p99([time_start(fun () -> peer:start_link(named(Options)) end, peer)
+             || _ <- lists:seq(1, N)]).
+
+time_start(Start, Module) ->
+    T0 = erlang:monotonic_time(microsecond),
+    {ok, Peer, _} = Start(),
+    T = erlang:monotonic_time(microsecond) - T0,
+    unlink(Peer),
+    ok = Module:stop(Peer),
+    T.
+
+named(#{name := named} = Options) -> Options#{name => rpeer:random_name(pool_bench)};
+named(Options) -> Options.
+
+p50_p99(Times) ->
+    Sorted = lists:sort(Times),
+    Len = length(Sorted),
+    At = fun (P) -> lists:nth(max(1, min(Len, round(P * Len))), Sorted) / 1000 end,
+    io_lib:format("~.1f / ~.1f", [At(0.5), At(0.99)]).
+
+%%--------------------------------------------------------------------
+%% The suite-shaped loop
+
+loop_row(Label, Options, Body, Peers) ->
+    NoBoots = no_boots(Options, Body, Peers),
+    Stock = loop(peer, Options, Body, Peers),
+    pool_off(),
+    Cold = loop(rpeer, Options, Body, Peers),
+    pool_on(?LOOP_POOL, 1),
+    Pool1 = loop(rpeer, Options, Body, Peers),
+    Left1 = warm_cpu(),
+    pool_on(?LOOP_POOL, 2),
+    Pool2 = loop(rpeer, Options, Body, Peers),
+    Left2 = warm_cpu(),
+    pool_off(),
+    {Label, Body, Peers, NoBoots, Stock, Cold, add_cpu(Pool1, Left1), add_cpu(Pool2, Left2)}.
+
+loop_line({Label, Body, Peers, NoBoots, Stock, Cold, Pool1, Pool2}) ->
+    io_lib:format("| ~s | ~b ms | ~b | ~s | ~s | ~s | ~s | ~s | ~.2fx | ~.2fx | ~.2f |~n",
+                  [Label, Body, Peers, fmt(NoBoots), fmt(Stock), fmt(Cold), fmt(Pool1),
+                   fmt(Pool2), wall(Stock) / wall(Pool1), wall(Stock) / wall(Pool2),
+                   wall(Pool1) / wall(NoBoots)]).
+
+fmt({Wall, Cpu}) -> io_lib:format("~.2f (~.2f)", [Wall, Cpu]).
+wall({Wall, _Cpu}) -> Wall.
+add_cpu({Wall, Cpu}, More) -> {Wall, Cpu + More}.
+
+%% 30 cases; each starts Peers peers as ?CT_PEER() names them, calls, sleeps, stops.
+loop(Module, Options, Body, Peers) ->
+    measure(fun () ->
+                    lists:sum([one_case(Module, Options, Body, Peers, Case)
+                               || Case <- lists:seq(1, ?CASES)])
+            end).
+
+one_case(Module, Options, Body, Peers, Case) ->
+    Started = [begin
+                   Name = rpeer_ct:peer_name(?MODULE, "case" ++ integer_to_list(Case)),
+                   {ok, Peer, _} = Module:start_link(Options#{name => Name}),
+                   Peer
+               end || _ <- lists:seq(1, Peers)],
+    [Module:call(Peer, erlang, node, []) || Peer <- Started, _ <- lists:seq(1, ?CALLS)],
+    timer:sleep(Body),
+    Cpu = lists:sum([peer_cpu(Module, Peer) || Peer <- Started]),
+    [begin unlink(Peer), ok = Module:stop(Peer) end || Peer <- Started],
+    Cpu.
+
+no_boots(Options, Body, Peers) ->
+    pool_off(),
+    Started = [begin {ok, P, _} = rpeer:start_link(Options), P end || _ <- lists:seq(1, Peers)],
+    Result = measure(fun () ->
+                             [begin
+                                  [rpeer:call(P, erlang, node, []) || P <- Started,
+                                                                      _ <- lists:seq(1, ?CALLS)],
+                                  timer:sleep(Body)
+                              end || _ <- lists:seq(1, ?CASES)],
+                             lists:sum([peer_cpu(rpeer, P) || P <- Started])
+                     end),
+    [begin unlink(P), rpeer:stop(P) end || P <- Started],
+    Result.
+
+%% Wall time and CPU (origin + what Run returns as the peers' CPU), in seconds.
+measure(Run) ->
+    Cpu0 = own_cpu(),
+    T0 = erlang:monotonic_time(microsecond),
+    PeersCpu = Run(),
+    Wall = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    {Wall, own_cpu() - Cpu0 + PeersCpu}.
+
+peer_cpu(Module, Peer) ->
+    cpu_of(Module:call(Peer, os, getpid, [])).
+
+%% The CPU of the warm nodes left in the pool (booted, never handed out).
+warm_cpu() ->
+    {links, Links} = process_info(whereis(rpeer_pool), links),
+    lists:sum([cpu_of(integer_to_list(maps:get(os_pid, rpeer:info(P))))
+               || P <- Links, is_pid(P), P =/= whereis(rpeer_sup)]).
+
+own_cpu() ->
+    cpu_of(os:getpid()).
+
+%% utime + stime of an OS process, in seconds (clock ticks of 10 ms).
+cpu_of(OsPid) ->
+    case file:read_file("/proc/" ++ OsPid ++ "/stat") of
+        {ok, Stat} ->
+            [_, After] = string:split(Stat, ")", trailing),
+            Fields = string:lexemes(After, " \n"),
+            (binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)))
+                / 100;
+        {error, _} ->
+            0.0
+    end.
+
+%%--------------------------------------------------------------------
+
+pool_on(Size, Boots) ->
+    _ = application:stop(rpeer),
+    ok = application:set_env(rpeer, pool_size, Size),
+    ok = application:set_env(rpeer, pool_boots, Boots),
+    {ok, _} = application:ensure_all_started(rpeer),
+    ok.
+
+pool_off() ->
+    _ = application:stop(rpeer),
+    ok = application:set_env(rpeer, pool_size, 0).
+
+%% Waits until the pool has a warm node for these options (learning them first).
+wait_warm(Options) ->
+    {ok, {Key, _}} = rpeer_pool:template(named(Options)),
+    Boot = maps:without([name, host, longnames, shutdown, peer_down, wait_boot], Key),
+    Warm = [W || #{template := T, warm := W} <- rpeer_pool:info(), T =:= Boot],
+    case Warm of
+        [W] when W > 0 -> ok;
+        [] -> {ok, P, _} = rpeer:start(named(Options)), rpeer:stop(P), wait_warm(Options);
+        _ -> timer:sleep(5), wait_warm(Options)
+    end.
+
+git_rev() ->
+    string:trim(os:cmd("git rev-parse --short HEAD")).
+
+date_time() ->
+    calendar:system_time_to_rfc3339(erlang:system_time(second)).
