@@ -267,6 +267,8 @@ warm_node_killed_while_waiting(Config) ->
     [Warm] = warm_controllers(),
     Killed = os_pid(Warm),
     _ = os:cmd("kill -9 " ++ Killed),
+    %% kill(2) returns before the process is gone: a node that still answers is alive
+    ok = rpeer_test_lib:wait_os_pid_gone(Killed, 10000),
     {ok, Peer, _} = rpeer:start_link(Options),
     ?assertNotEqual(Killed, os_pid(Peer)),
     ?assertEqual(3, rpeer:call(Peer, erlang, '+', [1, 2])),
