@@ -206,7 +206,7 @@ pool_off() ->
 
 %% Waits until the pool has a warm node for these options (learning them first).
 wait_warm(Options) ->
-    {ok, {Key, _}} = rpeer_pool:template(named(Options)),
+    {ok, {Key, _, _}} = rpeer_pool:template(named(Options)),
     Boot = maps:without([name, host, longnames, shutdown, peer_down, wait_boot], Key),
     Warm = [W || #{template := T, warm := W} <- rpeer_pool:info(), T =:= Boot],
     case Warm of

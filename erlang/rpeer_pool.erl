@@ -4,8 +4,8 @@
 %% unless the `rpeer' application runs and its environment key `pool_size' is above 0.
 %%
 %% == Terms ==
-%% Template - a request's start options without `name', `wait_boot' and `peer_down', and
-%%  the origin's cookie: two requests with the same template get the same kind of node.
+%% Template - a request's start options without `name', `wait_boot' and `peer_down', the
+%%  origin's cookie and the frame size limit (`max_frame'): two requests with the same template get the same kind of node.
 %%  A template is learned from a cold start: after one, the pool keeps `pool_size'
 %%  nodes booted for it.
 %% Warm node - a peer booted by the pool for a template, without a name; its controller
@@ -52,7 +52,7 @@
 -behaviour(gen_server).
 
 %% API
--export([start_link/0, info/0]).
+-export([start_link/0, info/0, flush/0]).
 
 %% Used by rpeer:start_it/2
 -export([take/1, handed/2, learn/1, template/1, is_on/1]).
@@ -65,8 +65,9 @@
 %%--------------------------------------------------------------------
 %% Types
 
--type key() :: {map(), Cookie :: atom()}.
-%% A template: the options that decide what node boots, and the origin's cookie.
+-type key() :: {map(), Cookie :: atom(), MaxFrame :: rpeer_frame:limit()}.
+%% A template: the options that decide what node boots, the origin's cookie, and the
+%%  frame size limit (`max_frame', read when a peer starts).
 
 -type template_info() :: #{template := map(), warm := non_neg_integer(),
                            hits := non_neg_integer(), misses := non_neg_integer(),
@@ -111,6 +112,16 @@ info() ->
     case whereis(?MODULE) of
         undefined -> [];
         Pool -> gen_server:call(Pool, info)
+    end.
+
+%% @doc Stops every warm and booting node now, and forgets every template (and its
+%%  counts): the pool starts learning again. Returns once their OS processes are gone.
+%%  Nothing to do when the pool is not running.
+-spec flush() -> ok.
+flush() ->
+    case whereis(?MODULE) of
+        undefined -> ok;
+        Pool -> gen_server:call(Pool, flush, infinity)
     end.
 
 %% @doc A warm node for these (checked) start options: `{ok, Pool, Controller}', which
@@ -163,7 +174,8 @@ template(#{detached := true}) -> none;
 template(#{host := _} = Options) when not is_map_key(name, Options) -> none;
 template(#{connection := Connection} = Options) ->
     case system_port(Connection) of
-        true -> {ok, {maps:without([name, peer_down, wait_boot], Options), erlang:get_cookie()}};
+        true -> {ok, {maps:without([name, peer_down, wait_boot], Options), erlang:get_cookie(),
+                      rpeer_frame:max_size()}};
         false -> none
     end;
 template(_Dist) -> none.
@@ -238,12 +250,15 @@ handle_call({take, Key}, {Caller, _}, #state{templates = Templates} = State) ->
         error ->
             {reply, miss, State}
     end;
+handle_call(flush, _From, #state{booting = Booting, warm = Warm} = State) ->
+    ok = stop_all(maps:keys(Booting) ++ maps:keys(Warm)),
+    {reply, ok, State#state{templates = #{}, booting = #{}, warm = #{}}};
 handle_call(info, _From, #state{templates = Templates, booting = Booting} = State) ->
     Info = [#{template => maps:merge(T#template.boot_options, Named),
               warm => length(T#template.warm), hits => T#template.hits,
               misses => T#template.misses,
               booting => length([B || B <- maps:values(Booting), B#boot.key =:= Key])}
-            || {{Named0, _Cookie} = Key, T} <- maps:to_list(Templates),
+            || {{Named0, _Cookie, _MaxFrame} = Key, T} <- maps:to_list(Templates),
                Named <- [maps:with([host, longnames, shutdown], Named0)]],
     {reply, Info, State}.
 
@@ -324,12 +339,15 @@ handle_info(_Other, State) ->
 
 %% @private gen_server callback.
 %% Every warm and booting node goes (a controller whose parent exits stops its peer as
-%%  stop/1 does), and is waited for, as are nodes being handed out that were not yet.
+%%  stop/1 does), and is waited for. A node being handed out is the caller's.
 -spec terminate(term(), state()) -> ok.
-terminate(_Reason, #state{booting = Booting, warm = Warm, handing = Handing}) ->
-    Pids = maps:keys(Booting) ++ maps:keys(Warm) ++ maps:values(Handing),
+terminate(_Reason, #state{booting = Booting, warm = Warm}) ->
+    stop_all(maps:keys(Booting) ++ maps:keys(Warm)).
+
+%% Stops warm controllers (their parent's exit) and waits for them to be gone.
+stop_all(Pids) ->
     Watches = [erlang:monitor(process, Pid) || Pid <- Pids],
-    _ = [exit(Pid, shutdown) || Pid <- maps:keys(Booting) ++ maps:keys(Warm)],
+    _ = [exit(Pid, shutdown) || Pid <- Pids],
     Deadline = now_ms() + ?STOP_WAIT,
     lists:foreach(fun (Watch) ->
                           receive {'DOWN', Watch, process, _, _} -> ok
@@ -368,8 +386,9 @@ booting(Key, Booting) ->
 %%  the boot as a wait_boot {Pid, Tag} does.
 boot(Key, #state{templates = Templates, booting = Booting} = State) ->
     #template{boot_options = Options} = maps:get(Key, Templates),
+    {_, _, MaxFrame} = Key,
     Tag = make_ref(),
-    case gen_server:start_link(rpeer, [{self(), Tag}, Options, rpeer_frame:max_size()], []) of
+    case gen_server:start_link(rpeer, [{self(), Tag}, Options, MaxFrame], []) of
         {ok, Pid} ->
             self() ! {nice, Pid, 0},
             {ok, State#state{booting = Booting#{Pid => #boot{key = Key, tag = Tag}}}};

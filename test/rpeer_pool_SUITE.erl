@@ -26,7 +26,7 @@
 -export([off_by_default/1, works_without_application/1, template_rules/1,
          dist_request_cold_starts/1, idle_stop/1, boots_at_most_pool_boots/1,
          application_stop_stops_warm_nodes/1, origin_sigkill_takes_warm_nodes/1,
-         ct_hook_turns_pool_on/1, boots_at_low_priority/1]).
+         ct_hook_turns_pool_on/1, boots_at_low_priority/1, flush_stops_warm_nodes/1]).
 
 %% Run in the separate origin VM.
 -export([origin_main/1]).
@@ -49,7 +49,7 @@ groups() ->
      {pool, [], [off_by_default, works_without_application, template_rules,
                  dist_request_cold_starts, idle_stop, boots_at_most_pool_boots,
                  application_stop_stops_warm_nodes, origin_sigkill_takes_warm_nodes,
-                 ct_hook_turns_pool_on, boots_at_low_priority]}].
+                 ct_hook_turns_pool_on, boots_at_low_priority, flush_stops_warm_nodes]}].
 
 init_per_suite(Config) ->
     true = erlang:is_alive(),
@@ -102,7 +102,7 @@ learn(Options) ->
     wait_warm(Options, 1).
 
 template_info(Options) ->
-    {ok, {Key, _Cookie}} = rpeer_pool:template(Options),
+    {ok, {Key, _Cookie, _MaxFrame}} = rpeer_pool:template(Options),
     Named = maps:with([host, longnames, shutdown], Key),
     Boot = maps:without([name, host, longnames, shutdown, peer_down, wait_boot], Key),
     case [I || #{template := T} = I <- rpeer_pool:info(), T =:= maps:merge(Boot, Named)] of
@@ -453,6 +453,12 @@ template_rules(_Config) ->
     after
         erlang:set_cookie(node(), Cookie)
     end,
+    %% so is the frame size limit, read when a peer starts
+    Unlimited = rpeer_pool:template(Base),
+    ok = application:set_env(rpeer, max_frame, 1 bsl 20),
+    try ?assertNotEqual(Unlimited, rpeer_pool:template(Base))
+    after application:unset_env(rpeer, max_frame)
+    end,
     %% a template that matches, with another name, wait_boot and peer_down, is served
     {ok, Hit} = rpeer:start(Base#{name => name(rules), wait_boot => false, peer_down => continue}),
     ?assertEqual(Warm, Hit),
@@ -469,7 +475,8 @@ dist_request_cold_starts(_Config) ->
     ?assertEqual(none, rpeer_pool:template(#{connection => 0, detached => true})).
 
 idle_stop(_Config) ->
-    ok = application:set_env(rpeer, pool_idle_ms, 500),
+    %% (long enough for a boot at nice 19 on a busy machine: a booting node goes too)
+    ok = application:set_env(rpeer, pool_idle_ms, 5000),
     Options = #{connection => standard_io},
     learn(Options),
     [Warm] = warm_controllers(),
@@ -613,3 +620,12 @@ sample_nice(Seen) ->
             timer:sleep(2),
             sample_nice(Seen)
     end.
+
+flush_stops_warm_nodes(_Config) ->
+    learn(#{connection => standard_io}),
+    [Warm] = warm_controllers(),
+    OsPid = os_pid(Warm),
+    ok = rpeer_pool:flush(),
+    ?assertEqual([], warm_controllers()),
+    ?assertEqual([], rpeer_pool:info()),
+    ?assertNot(rpeer_test_lib:os_pid_exists(OsPid)).
