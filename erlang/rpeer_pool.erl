@@ -27,10 +27,11 @@
 %% Between rpeer:start_it (the caller), this server and a warm controller:
 %% <ol>
 %% <li>caller: `take(Options)'. Off (no server, `pool_size' 0, not pooled): `miss'.
-%%   Else a call `{take, Key}': the server answers `{ok, Pool, Pid}' and takes Pid out
-%%   of its warm nodes (a hit; it monitors the caller until step 3), or `miss'.</li>
-%% <li>caller, on a hit: names the node if asked (a call over the control connection),
-%%   then calls the controller with `{handover, Owner, Link, Leader, Options, Node,
+%%   Else a call `{take, Key}': the server answers `{ok, Ref, Pid}' and takes Pid out
+%%   of its warm nodes (a hit; it monitors the caller, Ref, until step 3), or `miss'.</li>
+%% <li>caller, on a hit: a call over the control connection, which a node that died
+%%   while it waited cannot answer: `net_kernel:start/1' for a named request, else
+%%   `erlang:node/0'; then it calls the controller with `{handover, Owner, Link, Leader, Options, Node,
 %%   Pool}'. The controller answers `ok' only while its peer runs; it unlinks the pool,
 %%   links the caller for start_link, and behaves as a cold controller from then on.
 %%   Anything else (the node died meanwhile, the name is taken) and the caller stops the
