@@ -945,7 +945,7 @@ start_peer(Impl, Mode) ->
     end.
 
 stop_peers(Peers) ->
-    _ = [catch Impl:stop(P) || {Impl, {ok, P, _}} <- maps:to_list(Peers)],
+    _ = [try Impl:stop(P) catch exit:_ -> ok end || {Impl, {ok, P, _}} <- maps:to_list(Peers)],
     ok.
 
 each_ok(Peers, Fun) ->

@@ -324,7 +324,7 @@ hand_out(Pid, Pool, Options, How) ->
         {ok, Node}
     catch
         _:_ ->
-            _ = catch gen_server:stop(Pid),
+            try gen_server:stop(Pid) catch exit:_AlreadyGone -> ok end,
             error
     end.
 

@@ -320,7 +320,7 @@ handle_info({'EXIT', Pid, _Reason}, #state{booting = Booting, warm = Warm} = Sta
 handle_info({'DOWN', Ref, process, _Caller, _Why}, #state{handing = Handing} = State)
   when is_map_key(Ref, Handing) ->
     Pid = maps:get(Ref, Handing),
-    _ = spawn(fun () -> catch gen_server:stop(Pid) end),
+    _ = spawn(fun () -> try gen_server:stop(Pid) catch exit:_AlreadyGone -> ok end end),
     {noreply, State#state{handing = maps:remove(Ref, Handing)}};
 %% a template's idle time may be over
 handle_info({idle, Key}, #state{templates = Templates} = State) ->
