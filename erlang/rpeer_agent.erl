@@ -33,6 +33,7 @@
 -export([start/0, user_args/1, tcp_user_args/3]).
 
 -include("rpeer_peer_side.hrl").
+-include("rpeer_frame.hrl").
 
 %% The error handler of start/0's call to peer:start().
 -export([undefined_function/3, undefined_lambda/3]).
@@ -51,7 +52,6 @@
 -define(INET_BACKEND, {kernel, inet_backend}).
 %% The origin's frame size limit (rpeer_frame), when lower than the wire's.
 -define(MAX_FRAME_FLAG, "-rpeer_max_frame").
--define(WIRE_MAX, 16#FFFFFFFF).
 
 %% @doc The peer's command line arguments that start it with the agent (the origin adds
 %% rpeer's code path), sending frames of at most `MaxFrame' bytes.
@@ -269,7 +269,7 @@ send({'$inet', ?MODULE, _} = Socket, Packet) ->
 %%  warning, which reaches the origin as this node's console output. Decoding the frame
 %%  takes a process of its own, whose memory goes with it.
 refuse(Socket, Frame, Reason) ->
-    case rpeer_frame:reply_seq(binary:part(Frame, 0, min(byte_size(Frame), 64))) of
+    case rpeer_frame:reply_seq(Frame) of
         {ok, Seq} ->
             send(Socket, term_to_binary({reply, Seq, error, {Reason, []}}));
         error ->

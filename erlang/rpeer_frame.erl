@@ -24,8 +24,7 @@
 
 -export_type([limit/0]).
 
-%% The largest payload the wire's 32-bit size field can say.
--define(WIRE_MAX, 16#FFFFFFFF).
+-include("rpeer_frame.hrl").
 
 %% to_term/1: frames from this size on (the NIF's resource binaries) give a binary ending
 %%  their tuple as a sub-binary; its BINARY_EXT is looked for in this many bytes, so the

@@ -356,7 +356,7 @@ impl StreamDecoder for FrameDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::TestSink;
     use crate::tuning::LINGER_BELOW;
@@ -416,7 +416,8 @@ mod tests {
         events
     }
 
-    fn next(rx: &Receiver<Event>) -> Event {
+    /// The channel's next event (the peer side's tests use these helpers too).
+    pub(crate) fn next(rx: &Receiver<Event>) -> Event {
         rx.recv_timeout(Duration::from_secs(10)).expect("event")
     }
 
@@ -507,13 +508,14 @@ mod tests {
     }
 
     /// Writes `payload` as one frame, as the peer.
-    fn write_frame(peer: &mut TcpStream, payload: &[u8]) {
+    pub(crate) fn write_frame(peer: &mut TcpStream, payload: &[u8]) {
         peer.write_all(&(payload.len() as u32).to_be_bytes())
             .and_then(|()| peer.write_all(payload))
             .expect("write");
     }
 
-    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    /// `len` bytes that differ from position to position (and with `seed`).
+    pub(crate) fn pattern(len: usize, seed: usize) -> Vec<u8> {
         (0..len).map(|i| ((i + seed) % 251) as u8).collect()
     }
 

@@ -133,24 +133,10 @@ mod tests {
     use super::*;
     use crate::event::TestSink;
     use crate::tcp::listen;
+    use crate::tcp::tests::{next, pattern, write_frame};
     use crossbeam_channel::{unbounded, Receiver};
-    use std::io::Write;
     use std::net::TcpStream;
     use std::time::Duration;
-
-    fn next(rx: &Receiver<Event>) -> Event {
-        rx.recv_timeout(Duration::from_secs(10)).expect("event")
-    }
-
-    fn write_frame(peer: &mut TcpStream, payload: &[u8]) {
-        peer.write_all(&(payload.len() as u32).to_be_bytes())
-            .and_then(|()| peer.write_all(payload))
-            .expect("write");
-    }
-
-    fn pattern(len: usize, seed: usize) -> Vec<u8> {
-        (0..len).map(|i| ((i + seed) % 251) as u8).collect()
-    }
 
     fn attached_reader() -> (TcpStream, TcpStream, Channel, Receiver<Event>) {
         let (listener, port) = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
