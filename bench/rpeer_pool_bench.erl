@@ -4,11 +4,12 @@
 %% <ol>
 %% <li>start_link to returned, p50 and p99 over N starts (default 30): a pool hit (the
 %%   pool refilled before each start, so every start is a hit), an rpeer cold start, and
-%%   stock peer, per mode (standard_io, tcp, a named standard_io peer; stock's dist
-%%   peer as `?CT_PEER()' starts it, for reference).</li>
+%%   stock peer, per mode (standard_io, tcp, a named standard_io peer, and a dist peer as
+%%   `?CT_PEER()' starts it).</li>
 %% <li>the suite-shaped loop: 30 cases in sequence, each starting one (or two) peers
 %%   named as `?CT_PEER()' names them, making 3 calls, running a test body (a sleep of
-%%   150 or 20 ms) and stopping the peers; wall time, and the CPU of the origin and of
+%%   150 or 20 ms) and stopping the peers, per mode (standard_io, tcp, dist: its calls go
+%%   through erpc); wall time, and the CPU of the origin and of
 %%   every peer (read from /proc before each is stopped; warm nodes never handed out
 %%   included), against stock peer and against the same loop with no boots at all (one
 %%   peer started before the loop).</li>
@@ -30,12 +31,13 @@ main(Args) ->
     Cookie = atom_to_list(erlang:get_cookie()),
     Modes = [{"standard_io", #{connection => standard_io}},
              {"tcp", #{connection => 0}},
-             {"standard_io, named", #{connection => standard_io, name => named}}],
-    Latency = [latency_rows(Label, Options, N) || {Label, Options} <- Modes]
-        ++ [{"dist, named (?CT_PEER)", "-", "-", stock_latency(#{name => named}, N)}],
+             {"standard_io, named", #{connection => standard_io, name => named}},
+             {"dist, named (?CT_PEER)", #{name => named}}],
+    Latency = [latency_rows(Label, Options, N) || {Label, Options} <- Modes],
+    LoopModes = [{Label, maps:without([name], Options)} || {Label, Options} <- Modes,
+                                                           Label =/= "standard_io, named"],
     Loops = [loop_row(Label, Options#{args => ["-setcookie", Cookie]}, Body, Peers)
-             || {Label, Options} <- lists:sublist(Modes, 2),
-                Body <- [150, 20], Peers <- [1, 2]],
+             || {Label, Options} <- LoopModes, Body <- [150, 20], Peers <- [1, 2]],
     Text = [io_lib:format("# The pool of warm nodes: rpeer ~s, OTP ~s, ~b CPUs, ~s~n~n",
                           [git_rev(), erlang:system_info(otp_release),
                            erlang:system_info(logical_processors_available), date_time()]),
@@ -136,27 +138,38 @@ loop(Module, Options, Body, Peers) ->
 one_case(Module, Options, Body, Peers, Case) ->
     Started = [begin
                    Name = rpeer_ct:peer_name(?MODULE, "case" ++ integer_to_list(Case)),
-                   {ok, Peer, _} = Module:start_link(Options#{name => Name}),
-                   Peer
+                   {ok, Peer, Node} = Module:start_link(Options#{name => Name}),
+                   {Peer, Node}
                end || _ <- lists:seq(1, Peers)],
-    [Module:call(Peer, erlang, node, []) || Peer <- Started, _ <- lists:seq(1, ?CALLS)],
+    [peer_call(Module, Options, Started1, erlang, node, [])
+     || Started1 <- Started, _ <- lists:seq(1, ?CALLS)],
     timer:sleep(Body),
-    Cpu = lists:sum([peer_cpu(Module, Peer) || Peer <- Started]),
-    [begin unlink(Peer), ok = Module:stop(Peer) end || Peer <- Started],
+    Cpu = lists:sum([peer_cpu(Module, Options, Started1) || Started1 <- Started]),
+    [begin unlink(Peer), ok = Module:stop(Peer) end || {Peer, _Node} <- Started],
     Cpu.
+
+%% A call as a suite makes it: over the alternative connection, or erpc to a dist peer.
+peer_call(_Module, Options, {_Peer, Node}, M, F, A) when not is_map_key(connection, Options) ->
+    erpc:call(Node, M, F, A);
+peer_call(Module, _Options, {Peer, _Node}, M, F, A) ->
+    Module:call(Peer, M, F, A).
 
 no_boots(Options, Body, Peers) ->
     pool_off(),
-    Started = [begin {ok, P, _} = rpeer:start_link(Options), P end || _ <- lists:seq(1, Peers)],
+    Started = [begin
+                   Named = Options#{name => rpeer:random_name(pool_bench)},
+                   {ok, P, Node} = rpeer:start_link(Named),
+                   {P, Node}
+               end || _ <- lists:seq(1, Peers)],
     Result = measure(fun () ->
                              [begin
-                                  [rpeer:call(P, erlang, node, []) || P <- Started,
-                                                                      _ <- lists:seq(1, ?CALLS)],
+                                  [peer_call(rpeer, Options, S, erlang, node, [])
+                                   || S <- Started, _ <- lists:seq(1, ?CALLS)],
                                   timer:sleep(Body)
                               end || _ <- lists:seq(1, ?CASES)],
-                             lists:sum([peer_cpu(rpeer, P) || P <- Started])
+                             lists:sum([peer_cpu(rpeer, Options, S) || S <- Started])
                      end),
-    [begin unlink(P), rpeer:stop(P) end || P <- Started],
+    [begin unlink(P), rpeer:stop(P) end || {P, _} <- Started],
     Result.
 
 %% Wall time and CPU (origin + what Run returns as the peers' CPU), in seconds.
@@ -167,8 +180,8 @@ measure(Run) ->
     Wall = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
     {Wall, own_cpu() - Cpu0 + PeersCpu}.
 
-peer_cpu(Module, Peer) ->
-    cpu_of(Module:call(Peer, os, getpid, [])).
+peer_cpu(Module, Options, Started) ->
+    cpu_of(peer_call(Module, Options, Started, os, getpid, [])).
 
 %% The CPU of the warm nodes left in the pool (booted, never handed out).
 warm_cpu() ->
@@ -207,8 +220,7 @@ pool_off() ->
 %% Waits until the pool has a warm node for these options (learning them first).
 wait_warm(Options) ->
     {ok, {Key, _, _}} = rpeer_pool:template(named(Options)),
-    Boot = maps:without([name, host, longnames, shutdown, peer_down, wait_boot], Key),
-    Warm = [W || #{template := T, warm := W} <- rpeer_pool:info(), T =:= Boot],
+    Warm = [W || #{template := T, warm := W} <- rpeer_pool:info(), T =:= Key],
     case Warm of
         [W] when W > 0 -> ok;
         [] -> {ok, P, _} = rpeer:start(named(Options)), rpeer:stop(P), wait_warm(Options);

@@ -311,14 +311,20 @@ cold_start(Options, How) ->
 
 %% A warm controller of the pool becomes the caller's, as if it had just booted for
 %%  Options: a named request's node becomes distributed with that name first (an
-%%  unnamed one answers a call), so a node that died while it waited is not handed out.
-%%  A node that is gone or cannot take the name is stopped, and the caller cold-starts.
+%%  unnamed one answers a call), so a node that died while it waited is not handed out;
+%%  a dist request's node then connects to this node, follows its controller and gets
+%%  cover as a booting dist peer would (see rpeer_pool). A node that is gone or cannot
+%%  take the name is stopped, and the caller cold-starts.
 hand_out(Pid, Pool, Options, How) ->
     try
         Node = case Options of
                    #{name := _} -> distribute(Pid, Options);
                    _ -> call(Pid, erlang, node, [])
                end,
+        ok = case Options of
+                 #{connection := _} -> ok;
+                 _Dist -> as_dist_peer(Pid, Node, Options)
+             end,
         ok = gen_server:call(Pid, {handover, self(), How =:= start_link, group_leader(),
                                    Options, Node, Pool}),
         {ok, Node}
@@ -326,6 +332,16 @@ hand_out(Pid, Pool, Options, How) ->
         _:_ ->
             try gen_server:stop(Pid) catch exit:_AlreadyGone -> ok end,
             error
+    end.
+
+as_dist_peer(Pid, Node, Options) ->
+    ok = call(Pid, rpeer_agent, follow_controller, [Pid]),
+    case Options of
+        #{shutdown := {Timeout, CoverNode}} when is_integer(Timeout), is_atom(CoverNode) ->
+            _ = rpeer_ct:starts_cover_itself() orelse rpeer_ct:cover_on_peer(Node, CoverNode),
+            ok;
+        _ ->
+            ok
     end.
 
 %% net_kernel:start/1 on the node, with the name, host and name mode a cold start would
@@ -425,6 +441,9 @@ await_boot(Pid, Ref, Timeout) ->
           %% a warm node's hand-out linked it to this process (see rpeer_pool): its
           %%  exit stops the controller, as a start_link caller's does
           owner = none :: pid() | none,
+          %% a warm node handed out for a dist request: its standard_io connection is
+          %%  hidden, kept only for the node's `user' I/O and its life (see rpeer_pool)
+          hidden = false :: boolean(),
           %% who hears how the boot ended: start_it/2 waiting ({wait, ...}, which also
           %%  gets the output of a failed boot), a wait_boot {Pid, Tag}, or nobody
           notify = false :: false | {pid(), term()} | {wait, pid(), reference()},
@@ -495,6 +514,8 @@ read_from(Source, Channel, #state{incoming = Incoming} = State) ->
 %% call/5 without an alternative connection, or once it is gone
 handle_call({call, _M, _F, _A}, _From, #state{connection = undefined} = State) ->
     {reply, {error, noconnection}, State};
+handle_call({call, _M, _F, _A}, _From, #state{hidden = true} = State) ->
+    {reply, {error, noconnection}, State};
 %% call/5: the reply comes as a frame, matched by Seq
 handle_call({call, M, F, A}, From, #state{seq = Seq, max_frame = MaxFrame} = State) ->
     case rpeer_frame:check({call, Seq, M, F, A}, MaxFrame) of
@@ -515,7 +536,9 @@ handle_call({handover, Owner, Link, Leader, Options, Node, Pool}, _From,
     true = group_leader(Leader, self()),
     _ = Link andalso link(Owner),
     true = unlink(Pool),
-    {reply, ok, State#state{options = Options, node = Node, notify = false,
+    Dist = not is_map_key(connection, Options),
+    _ = Dist andalso erlang:monitor_node(Node, true),
+    {reply, ok, State#state{options = Options, node = Node, notify = false, hidden = Dist,
                             owner = case Link of true -> Owner; false -> none end}};
 handle_call({handover, _Owner, _Link, _Leader, _Options, _Node, _Pool}, _From, State) ->
     {reply, {error, State#state.peer_state}, State};
@@ -563,6 +586,8 @@ count_output(Key, Text, #state{traffic = Traffic} = State) ->
 %% @private gen_server callback.
 -spec handle_cast(term(), state()) -> {noreply, state()}.
 %% cast/4 and send/3: nothing to do without an alternative connection
+handle_cast(_CastOrSend, #state{hidden = true} = State) ->
+    {noreply, State};
 handle_cast({cast, M, F, A}, State) ->
     {noreply, to_peer({cast, M, F, A}, State)};
 handle_cast({send, To, Message}, State) ->
@@ -601,7 +626,8 @@ on_message({started, Node}, State) ->
 on_message({'EXIT', Owner, Reason}, #state{owner = Owner} = State) ->
     {stop, Reason, State};
 %% a dist peer (with no alternative connection) went away
-on_message({nodedown, Node}, #state{connection = undefined, channel = undefined} = State) ->
+on_message({nodedown, Node}, #state{options = Options} = State)
+  when not is_map_key(connection, Options) ->
     {down, {nodedown, Node}, State};
 on_message(_Other, State) ->
     {ok, State}.
@@ -700,6 +726,9 @@ handle_event(_Source, _Event, State) ->
     {ok, State}.
 
 %% The peer's OS process exited, after the end of its stdout.
+%% A dist peer's hidden connection (see rpeer_pool): its nodedown says it is down.
+exited(channel, _Exit, #state{hidden = true} = State) ->
+    {ok, State#state{launcher = undefined}};
 %% A standard_io peer's process is its connection: the peer is down.
 exited(channel, {exit_status, Status}, State) ->
     {down, {exit_status, Status}, State#state{connection = undefined, launcher = undefined}};
@@ -778,7 +807,10 @@ terminate(_Reason, #state{options = Options} = State) ->
                  halt -> {halt, ?HALT_WAIT};
                  Given -> Given
              end,
-    #state{incoming = Incoming} = take_down(Policy, State),
+    #state{incoming = Incoming} = Final = take_down(Policy, State),
+    %% a dist peer's hidden connection: the peer halts when it closes, as when a dist
+    %%  peer's controller goes
+    ok = close(Final),
     rpeer_incoming:close_all(Incoming).
 
 %% Takes the peer down as the `shutdown' option says, and returns the state after

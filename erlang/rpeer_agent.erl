@@ -32,6 +32,9 @@
 
 -export([start/0, user_args/1, tcp_user_args/3]).
 
+%% Run on a warm node of rpeer's pool that is handed out as a dist peer.
+-export([follow_controller/1, follower/2]).
+
 -include("rpeer_peer_side.hrl").
 -include("rpeer_frame.hrl").
 
@@ -129,6 +132,28 @@ wait_registered(Handler) ->
         false ->
             ok
     end.
+
+%% @doc On a warm node of rpeer's pool that is handed out for a request without
+%% `connection' (see rpeer_pool), once it is distributed: connects to the origin and,
+%% as OTP's peer side does for a dist peer, halts the node when `Controller' goes (its
+%% end, or the distribution connection's). Returns once the watch is on.
+-spec follow_controller(pid()) -> ok | {error, noconnection}.
+follow_controller(Controller) ->
+    case net_kernel:connect_node(node(Controller)) of
+        true ->
+            Follower = spawn(?MODULE, follower, [Controller, self()]),
+            receive {Follower, following} -> ok end;
+        _NotConnected ->
+            {error, noconnection}
+    end.
+
+%% @private
+%% follow_controller/1's process: tells Caller once it watches.
+-spec follower(pid(), pid()) -> no_return().
+follower(Controller, Caller) ->
+    Watch = monitor(process, Controller),
+    Caller ! {self(), following},
+    receive {'DOWN', Watch, process, Controller, _} -> erlang:halt() end.
 
 %% @private
 %% The error handler while peer:start() runs. peer's tcp path splits the `-origin'

@@ -22,7 +22,7 @@
 -module(rpeer_ct).
 
 -export([peer_name/2, start_peer/3, start_peer/5]).
--export([cover_on_peer/2]).
+-export([cover_on_peer/2, starts_cover_itself/0]).
 
 %% How long stop/1 waits for a node to send its coverage and stop, when cover runs.
 -define(COVER_FLUSH_TIMEOUT, 10000).
@@ -117,7 +117,10 @@ start_named(#{name := Name} = Options, Module) ->
                   false -> rpeer:start_link(Full)
               end,
     case Started of
-        {ok, Peer, _} when Pooled -> true = rpeer:call(Peer, os, putenv, ["ERL_CRASH_DUMP", CrashDump]);
+        {ok, _Peer, Node} when Pooled, not is_map_key(connection, Base) ->
+            true = erpc:call(Node, os, putenv, ["ERL_CRASH_DUMP", CrashDump]);
+        {ok, Peer, _} when Pooled ->
+            true = rpeer:call(Peer, os, putenv, ["ERL_CRASH_DUMP", CrashDump]);
         _ -> ok
     end,
     Started.
@@ -135,9 +138,12 @@ start_covered(Options, MainCoverNode) ->
             Started
     end.
 
-%% Whether test_server starts cover on a peer itself once the start returned: up to
-%%  OTP 25, the release whose test_server behaves so (see cover_on_peer/2). The version
-%%  of this node's OTP decides, since rpeer_ct stands in for this node's test_server.
+%% @doc Whether test_server starts cover on a peer itself once the start returned: up to
+%%  OTP 25, the release whose test_server behaves so (see cover_on_peer/2); from OTP 26
+%%  on, a booting dist peer has its controller do it. The version of this node's OTP
+%%  decides, since rpeer_ct stands in for this node's test_server (and rpeer's pool boots
+%%  its dist nodes with this node's release).
+-spec starts_cover_itself() -> boolean().
 starts_cover_itself() ->
     list_to_integer(erlang:system_info(otp_release)) < 26.
 

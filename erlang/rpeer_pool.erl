@@ -16,12 +16,21 @@
 %%  becomes distributed with the name asked for (`net_kernel:start/1' on the node, over
 %%  its control connection); then the controller takes the caller as its owner (linked
 %%  for start_link/1), the caller's group leader and the request's options.
+%% Hidden control connection - a dist request's warm node boots as a standard_io peer
+%%  through rpeer's agent. Once handed out, its controller behaves as a dist peer's:
+%%  calls raise `noconnection', casts and sends are dropped, `nodedown' takes the peer
+%%  down, `shutdown' works over the distribution. The connection stays open, unused but
+%%  for the node's `user' I/O (which a dist peer relays to the controller's group leader,
+%%  too), so that the node halts with its controller, SIGKILL of the origin included; the
+%%  agent's follow_controller/1 halts it when the controller goes, as OTP's peer side does.
 %%
 %% == What is pooled ==
 %% Requests with an alternative connection (`standard_io', or tcp on a port chosen by
 %% the system: `0' or `{Ip, 0}'), not `detached', and either unnamed or named (with
-%% `host' and `longnames' as they like; `host' without `name' is not pooled). A request
-%% without `connection' (a dist peer) always cold-starts.
+%% `host' and `longnames' as they like; `host' without `name' is not pooled). Named
+%% requests without `connection' (dist peers) from a distributed origin, when rpeer
+%% starts the node itself (no `exec', no `post_process_args') with rpeer's agent
+%% loadable and no `args' that would detach or name it (see ?NOT_WITH_DIST).
 %%
 %% == Protocol ==
 %% Between rpeer:start_it (the caller), this server and a warm controller:
@@ -31,7 +40,8 @@
 %%   of its warm nodes (a hit; it monitors the caller, Ref, until step 3), or `miss'.</li>
 %% <li>caller, on a hit: a call over the control connection, which a node that died
 %%   while it waited cannot answer: `net_kernel:start/1' for a named request, else
-%%   `erlang:node/0'; then it calls the controller with `{handover, Owner, Link, Leader, Options, Node,
+%%   `erlang:node/0'; for a dist request `rpeer_agent:follow_controller/1', and cover
+%%   started on the node as a booting dist peer has it (OTP 26 and later); then it calls the controller with `{handover, Owner, Link, Leader, Options, Node,
 %%   Pool}'. The controller answers `ok' only while its peer runs; it unlinks the pool,
 %%   links the caller for start_link, and behaves as a cold controller from then on.
 %%   Anything else (the node died meanwhile, the name is taken) and the caller stops the
@@ -73,8 +83,8 @@
 -type template_info() :: #{template := map(), warm := non_neg_integer(),
                            hits := non_neg_integer(), misses := non_neg_integer(),
                            booting := non_neg_integer()}.
-%% What info/0 tells of a template: its options (those a warm node boots with, plus
-%%  `host', `longnames' and `shutdown' when the requests gave them), its warm nodes,
+%% What info/0 tells of a template: its options (a request's, without `name',
+%%  `wait_boot' and `peer_down'), its warm nodes,
 %%  the requests it served (hits) and those that cold-started (misses), and its boots in
 %%  progress.
 
@@ -88,6 +98,15 @@
 %% The options a warm node boots without: they name it, or only the controller uses them
 %%  (stop/1's policy, what to do when the peer goes down, how to wait for the boot).
 -define(NOT_BOOTED, [name, host, longnames, shutdown, peer_down, wait_boot]).
+
+%% Arguments of a dist request that a warm node cannot boot with: they detach it, name it,
+%%  take its standard I/O or its user, or load code so that it cannot load rpeer's agent.
+-define(NOT_WITH_DIST, ["-detached", "-name", "-sname", "-user", "-origin", "-noinput", "-mode"]).
+
+%% What a warm node loads once booted: the modules net_kernel:start/1 and the first
+%%  connection to the origin load.
+-define(HAND_OUT_MODULES, [auth, dist_util, erl_epmd, inet_tcp, inet_tcp_dist, raw_file_io_list,
+                           re, string, unicode_util, global, global_group]).
 
 %% How long the server waits for its warm nodes to go when it stops.
 -define(STOP_WAIT, 10000).
@@ -158,9 +177,16 @@ handed({Pool, Ref}, _Pid) ->
 -spec learn(rpeer:start_options()) -> ok.
 learn(Options) ->
     case pool_size() > 0 andalso template(Options) of
-        {ok, Key} -> gen_server:cast(?MODULE, {learn, Key, maps:without(?NOT_BOOTED, Options)});
+        {ok, Key} -> gen_server:cast(?MODULE, {learn, Key, boot_options(Options)});
         _OffOrNotPooled -> ok
     end.
+
+%% What a warm node for these options boots with: a dist request's node gets its hidden
+%%  control connection.
+boot_options(#{connection := _} = Options) ->
+    maps:without(?NOT_BOOTED, Options);
+boot_options(Options) ->
+    (maps:without(?NOT_BOOTED, Options))#{connection => standard_io, peer_side => rpeer}.
 
 %% @doc Whether the pool would serve these start options now: it runs, `pool_size' is
 %%  above 0, and they are pooled (see template/1).
@@ -175,11 +201,27 @@ template(#{detached := true}) -> none;
 template(#{host := _} = Options) when not is_map_key(name, Options) -> none;
 template(#{connection := Connection} = Options) ->
     case system_port(Connection) of
-        true -> {ok, {maps:without([name, peer_down, wait_boot], Options), erlang:get_cookie(),
-                      rpeer_frame:max_size()}};
+        true -> {ok, key(Options)};
         false -> none
     end;
-template(_Dist) -> none.
+template(#{name := _} = Options) ->
+    case is_alive() andalso warm_dist(Options) of
+        true -> {ok, key(Options)};
+        false -> none
+    end;
+template(_NotDistributed) -> none.
+
+key(Options) ->
+    {maps:without([name, peer_down, wait_boot], Options), erlang:get_cookie(), rpeer_frame:max_size()}.
+
+%% A dist request is served by a node whose hidden control connection is standard_io
+%%  through rpeer's agent: rpeer starts it (no `exec'), the node can load the agent, and
+%%  nothing in its command line would change how it boots or is named.
+warm_dist(Options) ->
+    not is_map_key(exec, Options) andalso not is_map_key(post_process_args, Options)
+        andalso rpeer_launch:agent_ebin() =/= error
+        andalso not lists:any(fun (Arg) -> lists:member(Arg, ?NOT_WITH_DIST) end,
+                              maps:get(args, Options, [])).
 
 system_port(standard_io) -> true;
 system_port(0) -> true;
@@ -255,12 +297,11 @@ handle_call(flush, _From, #state{booting = Booting, warm = Warm} = State) ->
     ok = stop_all(maps:keys(Booting) ++ maps:keys(Warm)),
     {reply, ok, State#state{templates = #{}, booting = #{}, warm = #{}}};
 handle_call(info, _From, #state{templates = Templates, booting = Booting} = State) ->
-    Info = [#{template => maps:merge(T#template.boot_options, Named),
+    Info = [#{template => Requested,
               warm => length(T#template.warm), hits => T#template.hits,
               misses => T#template.misses,
               booting => length([B || B <- maps:values(Booting), B#boot.key =:= Key])}
-            || {{Named0, _Cookie, _MaxFrame} = Key, T} <- maps:to_list(Templates),
-               Named <- [maps:with([host, longnames, shutdown], Named0)]],
+            || {{Requested, _Cookie, _MaxFrame} = Key, T} <- maps:to_list(Templates)],
     {reply, Info, State}.
 
 %% @private gen_server callback.
@@ -278,8 +319,16 @@ handle_cast({learn, Key, BootOptions}, #state{templates = Templates} = State) ->
 
 %% @private gen_server callback.
 -spec handle_info(term(), state()) -> {noreply, state()}.
-%% a warm node booted: it may be handed out from now on, at normal priority
+%% a warm node booted: it loads what a hand-out needs, still at low priority
 handle_info({Tag, {started, _Node, Pid}}, #state{booting = Booting} = State)
+  when is_map_key(Pid, Booting) ->
+    case maps:get(Pid, Booting) of
+        #boot{tag = Tag} -> ok = prepare(Pid, Tag);
+        _Other -> ok
+    end,
+    {noreply, State};
+%% ... and may be handed out from now on, at normal priority
+handle_info({prepared, Pid, Tag}, #state{booting = Booting} = State)
   when is_map_key(Pid, Booting) ->
     case maps:get(Pid, Booting) of
         #boot{tag = Tag, key = Key, os_pid = OsPid} ->
@@ -426,6 +475,19 @@ deactivate(Key, #state{templates = Templates, booting = Booting, warm = Warm} = 
     _ = [exit(Pid, shutdown) || Pid <- Gone],
     State#state{templates = Templates#{Key := T#template{warm = [], active = false}},
                 booting = maps:without(Gone, Booting), warm = maps:without(Gone, Warm)}.
+
+%% Has a booted warm node load the modules that becoming distributed and connecting
+%%  load (about 40 ms of a hand-out otherwise), in a process of its own; the pool hears
+%%  `{prepared, Pid, Tag}' when it is done, or the controller's exit.
+prepare(Pid, Tag) ->
+    Pool = self(),
+    _ = spawn(fun () ->
+                      _ = try rpeer:call(Pid, code, ensure_modules_loaded, [?HAND_OUT_MODULES])
+                          catch _:_ -> failed
+                          end,
+                      Pool ! {prepared, Pid, Tag}
+              end),
+    ok.
 
 os_pid(Controller) ->
     try rpeer:info(Controller) of

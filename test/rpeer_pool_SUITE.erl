@@ -22,9 +22,16 @@
          named_eval_runs_before_name/1, named_sname_argument_absent/1, named_info_args/1,
          named_name_taken/1, ct_peer_served/1]).
 
+%% hand-out for a request without connection (a dist peer)
+-export([dist_same_as_cold/1, dist_call_raises_noconnection/1, dist_cast_send_dropped/1,
+         dist_nodedown_stops/1, dist_nodedown_continue/1, dist_shutdown_policies/1,
+         dist_wait_boot_tag/1, dist_wait_boot_false/1, dist_user_io_to_group_leader/1,
+         dist_controller_exit_halts_node/1, dist_disconnect_halts_node/1,
+         dist_ct_peer_served/1, dist_differences/1, dist_name_taken/1]).
+
 %% the pool itself
 -export([off_by_default/1, works_without_application/1, template_rules/1,
-         dist_request_cold_starts/1, idle_stop/1, boots_at_most_pool_boots/1,
+         dist_template_rules/1, idle_stop/1, boots_at_most_pool_boots/1,
          application_stop_stops_warm_nodes/1, origin_sigkill_takes_warm_nodes/1,
          ct_hook_turns_pool_on/1, boots_at_low_priority/1, flush_stops_warm_nodes/1]).
 
@@ -35,7 +42,7 @@ suite() ->
     [{timetrap, {minutes, 2}}].
 
 all() ->
-    [{group, standard_io}, {group, tcp}, {group, pool}].
+    [{group, standard_io}, {group, tcp}, {group, dist}, {group, pool}].
 
 groups() ->
     Handout = [hit_after_cold, hit_is_another_node, start_link_owner_exit, start_without_link,
@@ -46,8 +53,13 @@ groups() ->
                named_name_taken, ct_peer_served],
     [{standard_io, [], Handout},
      {tcp, [], Handout},
+     {dist, [], [dist_same_as_cold, dist_call_raises_noconnection, dist_cast_send_dropped,
+                 dist_nodedown_stops, dist_nodedown_continue, dist_shutdown_policies,
+                 dist_wait_boot_tag, dist_wait_boot_false, dist_user_io_to_group_leader,
+                 dist_controller_exit_halts_node, dist_disconnect_halts_node,
+                 dist_ct_peer_served, dist_differences, dist_name_taken]},
      {pool, [], [off_by_default, works_without_application, template_rules,
-                 dist_request_cold_starts, idle_stop, boots_at_most_pool_boots,
+                 dist_template_rules, idle_stop, boots_at_most_pool_boots,
                  application_stop_stops_warm_nodes, origin_sigkill_takes_warm_nodes,
                  ct_hook_turns_pool_on, boots_at_low_priority, flush_stops_warm_nodes]}].
 
@@ -63,6 +75,8 @@ init_per_group(standard_io, Config) ->
     [{mode, #{connection => standard_io}} | Config];
 init_per_group(tcp, Config) ->
     [{mode, #{connection => 0}} | Config];
+init_per_group(dist, Config) ->
+    [{mode, #{}} | Config];
 init_per_group(_Group, Config) ->
     [{mode, #{connection => standard_io}} | Config].
 
@@ -103,9 +117,7 @@ learn(Options) ->
 
 template_info(Options) ->
     {ok, {Key, _Cookie, _MaxFrame}} = rpeer_pool:template(Options),
-    Named = maps:with([host, longnames, shutdown], Key),
-    Boot = maps:without([name, host, longnames, shutdown, peer_down, wait_boot], Key),
-    case [I || #{template := T} = I <- rpeer_pool:info(), T =:= maps:merge(Boot, Named)] of
+    case [I || #{template := T} = I <- rpeer_pool:info(), T =:= Key] of
         [Info] -> Info;
         [] -> #{warm => 0, hits => 0, misses => 0, booting => 0}
     end.
@@ -406,6 +418,194 @@ catch_start(Options) ->
     end.
 
 %%--------------------------------------------------------------------
+%% Hand-out for a dist request: the warm node's control connection is hidden, and the
+%%  peer behaves as a cold dist peer in every way stock peer shows
+
+%% A cold dist peer, then the pool's warm node for the same options.
+cold_and_hit(Case, Extra) ->
+    Options = maps:merge(#{name => name(Case)}, Extra),
+    {ok, Cold, ColdNode} = rpeer:start(Options),
+    wait_warm(Options, 1),
+    {ok, Hit, HitNode} = rpeer:start(Options#{name => name(Case)}),
+    ?assertMatch(#{hits := 1}, template_info(Options)),
+    {{Cold, ColdNode}, {Hit, HitNode}}.
+
+dist_looks(Peer, Node) ->
+    [Name, _Host] = string:split(atom_to_list(Node), "@"),
+    #{node => erpc:call(Node, erlang, node, []),
+      peer_nodes => erpc:call(Node, erlang, nodes, []),
+      hidden => erpc:call(Node, erlang, nodes, [hidden]),
+      origin_sees => lists:member(Node, nodes()),
+      epmd => lists:keymember(Name, 1, element(2, net_adm:names())),
+      cookie => erpc:call(Node, erlang, get_cookie, []),
+      state => rpeer:get_state(Peer),
+      connection => maps:get(connection, rpeer:info(Peer))}.
+
+dist_same_as_cold(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_same, #{}),
+    ?assertEqual((dist_looks(Cold, ColdNode))#{node := HitNode}, dist_looks(Hit, HitNode)),
+    ?assertMatch(#{node := HitNode, state := running, connection := dist}, rpeer:info(Hit)),
+    ok = rpeer:stop(Cold),
+    ok = rpeer:stop(Hit),
+    ?assertNot(lists:member(HitNode, nodes())).
+
+dist_call_raises_noconnection(_Config) ->
+    {{Cold, _}, {Hit, _}} = cold_and_hit(dist_call, #{}),
+    [?assertError(noconnection, rpeer:call(Peer, erlang, node, [])) || Peer <- [Cold, Hit]],
+    [?assertError(noconnection, rpeer:call(Peer, erlang, node, [], 1000)) || Peer <- [Cold, Hit]],
+    ok = rpeer:stop(Cold),
+    ok = rpeer:stop(Hit).
+
+%% cast/4 and send/3 have no connection to go over: nothing reaches the node
+dist_cast_send_dropped(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_cast, #{}),
+    [begin
+         ok = rpeer:cast(Peer, persistent_term, put, [pool_cast, done]),
+         ok = rpeer:send(Peer, init, {stop, stop}),
+         ct:sleep(200),
+         ?assertEqual(missing, erpc:call(Node, persistent_term, get, [pool_cast, missing])),
+         ?assertEqual(running, rpeer:get_state(Peer))
+     end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]],
+    ok = rpeer:stop(Cold),
+    ok = rpeer:stop(Hit).
+
+%% the node halts: the controller stops normally, when its nodedown comes
+dist_nodedown_stops(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_nodedown, #{}),
+    [begin
+         Watch = monitor(process, Peer),
+         ok = erpc:cast(Node, erlang, halt, []),
+         receive {'DOWN', Watch, process, Peer, Reason} -> ?assertEqual(normal, Reason) end
+     end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]].
+
+dist_nodedown_continue(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_continue, #{peer_down => continue}),
+    [begin
+         OsPid = os_pid(Peer),
+         ok = erpc:cast(Node, erlang, halt, []),
+         Down = rpeer_test_lib:wait_for_state(Peer, fun ({down, _}) -> true; (_) -> false end,
+                                              10000),
+         ?assertEqual({down, {nodedown, Node}}, Down),
+         ?assertEqual(ok, rpeer_test_lib:wait_os_pid_gone(OsPid, 10000)),
+         ?assertEqual({down, {nodedown, Node}}, rpeer:get_state(Peer)),
+         ok = rpeer:stop(Peer)
+     end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]].
+
+%% stop/1 under each shutdown policy returns once the node is gone, as for a cold peer
+dist_shutdown_policies(_Config) ->
+    [begin
+         {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_shutdown, #{shutdown => Policy}),
+         [begin
+              OsPid = os_pid(Peer),
+              ok = rpeer:stop(Peer),
+              ?assertEqual(ok, rpeer_test_lib:wait_os_pid_gone(OsPid, 10000)),
+              rpeer_test_lib:wait_until(fun () -> not lists:member(Node, nodes()) end, 10000)
+          end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]]
+     end || Policy <- [halt, {halt, 5000}, close, 5000]].
+
+dist_wait_boot_tag(_Config) ->
+    Options = #{name => name(dist_tag)},
+    learn(Options),
+    Tag = make_ref(),
+    {ok, Peer} = rpeer:start_link(Options#{name => name(dist_tag), wait_boot => {self(), Tag}}),
+    ?assertMatch(#{hits := 1}, template_info(Options)),
+    receive {Tag, {started, Node, Peer}} -> ?assertEqual(Node, erpc:call(Node, erlang, node, [])) end,
+    ok = rpeer:stop(Peer).
+
+dist_wait_boot_false(_Config) ->
+    Options = #{name => name(dist_false)},
+    learn(Options),
+    {ok, Peer} = rpeer:start_link(Options#{name => name(dist_false), wait_boot => false}),
+    ?assertMatch(#{hits := 1}, template_info(Options)),
+    ?assertEqual(running, rpeer:get_state(Peer)),
+    ok = rpeer:stop(Peer).
+
+%% the node's `user' writes to the controller's group leader, the caller's
+dist_user_io_to_group_leader(_Config) ->
+    Options = #{name => name(dist_io)},
+    Self = self(),
+    Leader = spawn_link(fun () -> capture(Self) end),
+    Original = group_leader(),
+    true = group_leader(Leader, self()),
+    try
+        {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_io, Options),
+        [begin
+             ok = erpc:call(Node, io, format, [user, "to user of ~s~n", [Node]]),
+             Expected = iolist_to_binary(io_lib:format("to user of ~s~n", [Node])),
+             receive {captured, Text} -> ?assertEqual(Expected, Text) end,
+             ok = rpeer:stop(Peer)
+         end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]]
+    after
+        group_leader(Original, self())
+    end.
+
+%% the node halts when its controller goes, however
+dist_controller_exit_halts_node(_Config) ->
+    {{Cold, _}, {Hit, _}} = cold_and_hit(dist_controller_exit, #{}),
+    [begin
+         OsPid = os_pid(Peer),
+         exit(Peer, kill),
+         ?assertEqual(ok, rpeer_test_lib:wait_os_pid_gone(OsPid, 10000))
+     end || Peer <- [Cold, Hit]].
+
+%% ... and when the distribution connection to it goes
+dist_disconnect_halts_node(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_disconnect, #{peer_down => continue}),
+    [begin
+         OsPid = os_pid(Peer),
+         true = erlang:disconnect_node(Node),
+         ?assertEqual(ok, rpeer_test_lib:wait_os_pid_gone(OsPid, 10000)),
+         ?assertEqual({down, {nodedown, Node}}, rpeer:get_state(Peer)),
+         ok = rpeer:stop(Peer)
+     end || {Peer, Node} <- [{Cold, ColdNode}, {Hit, HitNode}]].
+
+%% plain ?CT_PEER() through rpeer_ct: served by the pool, with its crash dump file
+dist_ct_peer_served(_Config) ->
+    {ok, Cold, _} = rpeer_ct:start_peer([], ?MODULE, ct_peer_cold),
+    ok = rpeer:stop(Cold),
+    [#{template := Template}] = rpeer_pool:info(),
+    rpeer_test_lib:wait_until(fun () -> case rpeer_pool:info() of
+                                            [#{warm := Warm}] -> Warm >= 1;
+                                            _ -> false
+                                        end end, 30000),
+    {ok, Peer, Node} = rpeer_ct:start_peer([], ?MODULE, ct_peer_served),
+    ?assertMatch([#{hits := 1, template := Template}], rpeer_pool:info()),
+    ?assertError(noconnection, rpeer:call(Peer, erlang, node, [])),
+    [Name, _Host] = string:split(atom_to_list(Node), "@"),
+    ?assertEqual(filename:join(test_server_sup:crash_dump_dir(), "erl_crash_dump." ++ Name),
+                 erpc:call(Node, os, getenv, ["ERL_CRASH_DUMP"])),
+    ok = rpeer:stop(Peer).
+
+%% A name in use: the warm node cannot take it and is stopped; the request fails as a
+%%  cold start does
+dist_name_taken(_Config) ->
+    Name = name(dist_taken),
+    {ok, First, _} = rpeer:start(#{name => Name}),
+    wait_warm(#{name => Name}, 1),
+    [Warm] = warm_controllers(),
+    Watch = monitor(process, Warm),
+    ?assertMatch({error, {boot_failed, _}}, catch_start(#{name => Name})),
+    receive {'DOWN', Watch, process, Warm, _} -> ok end,
+    ok = rpeer:stop(First).
+
+%% What can be seen: the warm node's command line is a standard_io peer's without a
+%%  name, and rpeer:info/1 says so; the node reads its stdin
+dist_differences(_Config) ->
+    {{Cold, ColdNode}, {Hit, HitNode}} = cold_and_hit(dist_differences, #{}),
+    Arg = fun (Node, Flag) -> erpc:call(Node, init, get_argument, [Flag]) end,
+    ?assertEqual({ok, [[]]}, Arg(ColdNode, noinput)),
+    ?assertEqual(error, Arg(HitNode, noinput)),
+    ?assertEqual({ok, [["peer"]]}, Arg(ColdNode, user)),
+    ?assertEqual({ok, [["rpeer_agent"]]}, Arg(HitNode, user)),
+    ?assertMatch({ok, [[_]]}, Arg(ColdNode, origin)),
+    ?assertEqual({ok, [["127.0.0.1", "0"]]}, Arg(HitNode, origin)),
+    ?assertEqual(error, Arg(HitNode, sname)),
+    ?assertMatch(#{peer_side := peer}, rpeer:info(Cold)),
+    ?assertMatch(#{peer_side := rpeer, frames_in := In} when In > 0, rpeer:info(Hit)),
+    ok = rpeer:stop(Cold),
+    ok = rpeer:stop(Hit).
+
+%%--------------------------------------------------------------------
 %% The pool
 
 off_by_default(_Config) ->
@@ -465,14 +665,32 @@ template_rules(_Config) ->
     ?assertMatch(#{hits := 1}, template_info(Base)),
     ok = rpeer:stop(Hit).
 
-dist_request_cold_starts(_Config) ->
-    Options = #{name => name(dist_cold)},
-    ?assertEqual(none, rpeer_pool:template(Options)),
-    {ok, Peer, _} = rpeer:start(Options),
+dist_template_rules(_Config) ->
+    ok = application:set_env(rpeer, pool_idle_ms, 600000),
+    Named = #{name => name(dist_rules)},
+    {ok, {Dist, _, _}} = rpeer_pool:template(Named),
+    {ok, {Stdio, _, _}} = rpeer_pool:template(Named#{connection => standard_io}),
+    ?assertNotEqual(Dist, Stdio),
+    %% not pooled: no name (the node would not be distributed), a program of the caller's,
+    %%  rewritten arguments, or arguments a standard_io boot cannot take
+    NotPooled = [#{}, #{host => host()}, Named#{exec => os:find_executable("erl")},
+                 Named#{post_process_args => fun (Args) -> Args end}, Named#{detached => true}]
+        ++ [Named#{args => [Arg, "x"]} || Arg <- ["-detached", "-sname", "-name", "-user",
+                                                  "-origin", "-noinput", "-mode"]],
+    [?assertEqual(none, rpeer_pool:template(Options)) || Options <- NotPooled],
+    %% a dist request is served by a warm node of its own template only
+    learn(#{connection => standard_io}),
+    {ok, Peer, Node} = rpeer:start(Named),
     ok = rpeer:stop(Peer),
-    ?assertEqual([], rpeer_pool:info()),
-    ?assertEqual(none, rpeer_pool:template(#{connection => 45678})),
-    ?assertEqual(none, rpeer_pool:template(#{connection => 0, detached => true})).
+    ?assertMatch(#{hits := 0, misses := 1}, template_info(Named)),
+    ?assertMatch(#{hits := 0, warm := 1}, template_info(#{connection => standard_io})),
+    wait_warm(Named, 1),
+    {ok, Hit, HitNode} = rpeer:start(#{name => name(dist_rules_hit)}),
+    ?assertNotEqual(Node, HitNode),
+    ?assertMatch(#{hits := 1}, template_info(Named)),
+    ok = rpeer:stop(Hit),
+    %% pooled nodes are listed with the request's options
+    ?assert(lists:member(#{}, [T || #{template := T} <- rpeer_pool:info()])).
 
 idle_stop(_Config) ->
     %% (long enough for a boot at nice 19 on a busy machine: a booting node goes too)
@@ -528,7 +746,7 @@ origin_sigkill_takes_warm_nodes(Config) ->
             "-run", ?MODULE_STRING, "origin_main", File],
     Port = open_port({spawn_executable, Erl}, [{args, Args}, exit_status, binary]),
     {Origin, Warm} = read_pids(File, 300),
-    ?assertEqual(4, length(Warm)),
+    ?assertEqual(6, length(Warm)),
     [?assert(rpeer_test_lib:os_pid_exists(P)) || P <- Warm],
     _ = os:cmd("kill -9 " ++ Origin),
     receive {Port, {exit_status, _}} -> ok after 5000 -> ok end,
@@ -542,7 +760,7 @@ read_pids(File, Tries) ->
         _ -> ct:sleep(100), read_pids(File, Tries - 1)
     end.
 
-%% The other origin: a pool of 2 for standard_io and tcp, filled; writes the warm nodes'
+%% The other origin: a pool of 2 for standard_io, tcp and dist requests, filled; writes the warm nodes'
 %%  OS pids and waits to be killed.
 -spec origin_main([string()]) -> no_return().
 origin_main([File]) ->
@@ -550,7 +768,8 @@ origin_main([File]) ->
     ok = application:set_env(rpeer, pool_size, 2),
     {ok, _} = application:ensure_all_started(rpeer),
     [begin learn(Mode), wait_warm(Mode, 2) end
-     || Mode <- [#{connection => standard_io}, #{connection => 0}]],
+     || Mode <- [#{connection => standard_io}, #{connection => 0},
+                 #{name => rpeer:random_name(pool_origin_dist)}]],
     Warm = [os_pid(W) || W <- warm_controllers()],
     Tmp = File ++ ".tmp",
     ok = file:write_file(Tmp, io_lib:format("~p.~n~p.~n", [{origin, os:getpid()}, {warm, Warm}])),

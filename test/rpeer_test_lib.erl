@@ -51,6 +51,9 @@
 %% What differs between OTP releases
 -export([otp_release/0]).
 
+%% The second pass with rpeer's pool on
+-export([from_pool/1]).
+
 %% Waiting and OS processes
 -export([
     wait_until/2,
@@ -376,3 +379,11 @@ grant(Free, Holders, Waiting) ->
         _ ->
             limiter_loop(Free, Holders, Waiting)
     end.
+
+%% @doc Whether a peer's controller was booted by rpeer's pool (in the pass with the pool
+%%  on): its node booted before the request, so it is running when start/1 returns, and
+%%  what it printed while it booted went to the pool's group leader (see the README).
+-spec from_pool(pid()) -> boolean().
+from_pool(Peer) ->
+    {dictionary, Dictionary} = process_info(Peer, dictionary),
+    lists:member(rpeer_pool, proplists:get_value('$ancestors', Dictionary, [])).
