@@ -108,6 +108,12 @@
 -define(HAND_OUT_MODULES, [auth, dist_util, erl_epmd, inet_tcp, inet_tcp_dist, raw_file_io_list,
                            re, string, unicode_util, global, global_group]).
 
+%% How long a booted warm node may take to run its args' -eval, -s and -run before it
+%%  is warm anyway (one that never returns would hold a boot slot for ever), and how
+%%  often it is asked, in milliseconds.
+-define(BOOT_ARGS_WAIT, 10000).
+-define(BOOT_ARGS_POLL, 5).
+
 %% How long the server waits for its warm nodes to go when it stops.
 -define(STOP_WAIT, 10000).
 
@@ -476,18 +482,35 @@ deactivate(Key, #state{templates = Templates, booting = Booting, warm = Warm} = 
     State#state{templates = Templates#{Key := T#template{warm = [], active = false}},
                 booting = maps:without(Gone, Booting), warm = maps:without(Gone, Warm)}.
 
-%% Has a booted warm node load the modules that becoming distributed and connecting
-%%  load (about 40 ms of a hand-out otherwise), in a process of its own; the pool hears
-%%  `{prepared, Pid, Tag}' when it is done, or the controller's exit.
+%% Readies a booted warm node, in a process of its own: waits until the node ran what
+%%  `-eval', `-s' and `-run' in its args say (init's own status is `started' only then;
+%%  the boot is reported before they run), so that they never run after a hand-out named
+%%  the node, then has it load the modules that becoming distributed and connecting load
+%%  (about 40 ms of a hand-out otherwise). The pool hears `{prepared, Pid, Tag}' when it
+%%  is done, or the controller's exit.
 prepare(Pid, Tag) ->
     Pool = self(),
+    Deadline = now_ms() + ?BOOT_ARGS_WAIT,
     _ = spawn(fun () ->
-                      _ = try rpeer:call(Pid, code, ensure_modules_loaded, [?HAND_OUT_MODULES])
+                      _ = try
+                              ok = wait_boot_args(Pid, Deadline),
+                              rpeer:call(Pid, code, ensure_modules_loaded, [?HAND_OUT_MODULES])
                           catch _:_ -> failed
                           end,
                       Pool ! {prepared, Pid, Tag}
               end),
     ok.
+
+wait_boot_args(Pid, Deadline) ->
+    case rpeer:call(Pid, init, get_status, []) of
+        {started, _} ->
+            ok;
+        _Starting ->
+            case now_ms() < Deadline of
+                true -> timer:sleep(?BOOT_ARGS_POLL), wait_boot_args(Pid, Deadline);
+                false -> ok
+            end
+    end.
 
 os_pid(Controller) ->
     try rpeer:info(Controller) of

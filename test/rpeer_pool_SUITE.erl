@@ -347,9 +347,11 @@ named_cookie(Config) ->
     ok = rpeer:stop(Cold),
     ok = rpeer:stop(Hit).
 
-%% A difference: what `-eval' in args runs, runs before the node has its name.
+%% A difference: what `-eval' in args runs, runs before the node has its name (the
+%%  pool waits for it: init reports the boot before -eval runs).
 named_eval_runs_before_name(Config) ->
-    Options = (mode(Config))#{args => ["-eval", "persistent_term:put(pool_boot_node, node())"]},
+    Eval = "timer:sleep(500), persistent_term:put(pool_boot_node, node())",
+    Options = (mode(Config))#{args => ["-eval", Eval]},
     ColdName = name(eval_cold),
     {ok, Cold, ColdNode} = rpeer:start(Options#{name => ColdName}),
     ?assertEqual(ColdNode, boot_node(Cold)),

@@ -7,7 +7,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0]).
--export([ct_peer/1, ct_peer_options/1, standard_io/1, library/1, compiled_for_rpeer/1]).
+-export([ct_peer/1, ct_peer_from_pool/1, ct_peer_options/1, standard_io/1, library/1,
+         compiled_for_rpeer/1]).
 
 -spec suite() -> [tuple()].
 suite() ->
@@ -15,7 +16,7 @@ suite() ->
 
 -spec all() -> [atom()].
 all() ->
-    [ct_peer, ct_peer_options, standard_io, library, compiled_for_rpeer].
+    [ct_peer, ct_peer_from_pool, ct_peer_options, standard_io, library, compiled_for_rpeer].
 
 %% ?CT_PEER(): a distributed peer named after the suite and test case, with this suite's
 %%  code, the cookie and the crash dump location of test_server.
@@ -37,6 +38,33 @@ ct_peer(Config) when is_list(Config) ->
     ok = peer:stop(Peer),
     ?assertNot(lists:member(Node, nodes())),
     ok = cover_collected(CoverBefore).
+
+%% With rpeer's pool of warm nodes on (`rebar3 as pool ct', the rpeer_pool_cth hook): the
+%%  pool learned ct_peer's ?CT_PEER(), and serves the same start again with a node booted
+%%  ahead of time, which passes every check of ct_peer, cover's included.
+-spec ct_peer_from_pool(term()) -> term().
+ct_peer_from_pool(Config) when is_list(Config) ->
+    case whereis(rpeer_pool) of
+        undefined ->
+            {skip, "rpeer's pool is off (rebar3 as pool ct turns it on)"};
+        _ ->
+            ok = wait_warm_dist_node(300),
+            Hits = dist_hits(),
+            ct_peer(Config),
+            ?assertEqual(Hits + 1, dist_hits())
+    end.
+
+%% The pool's templates for dist peers (no connection): a warm node, and their hits.
+wait_warm_dist_node(0) ->
+    ct:fail(no_warm_dist_node);
+wait_warm_dist_node(Tries) ->
+    case [W || #{template := T, warm := W} <- rpeer_pool:info(), not is_map_key(connection, T)] of
+        [W | _] when W > 0 -> ok;
+        _ -> ct:sleep(100), wait_warm_dist_node(Tries - 1)
+    end.
+
+dist_hits() ->
+    lists:sum([H || #{template := T, hits := H} <- rpeer_pool:info(), not is_map_key(connection, T)]).
 
 %% ?CT_PEER(Options): the name is still the suite's; an alternative connection works.
 -spec ct_peer_options(term()) -> term().
