@@ -52,9 +52,11 @@
 %%   BootOptions}': the server counts the miss and (re)activates the template.</li>
 %% </ol>
 %% The server boots warm nodes itself with `wait_boot => {Pool, Tag}', at most
-%% `pool_boots' at once, each in an OS scheduling group niced to 19 until it booted (the
+%% `pool_boots' at once, each in an OS scheduling group niced to 19 until it is ready (the
 %% kernel's autogroup of the node's session, which rpeer-wait leads; where autogroups
-%% are off the boot runs at normal priority). A template nobody asked for in
+%% are off the boot runs at normal priority). A booted node is ready, and warm, once it
+%% ran its args' `-eval', `-s' and `-run' and loaded what a hand-out needs (see
+%% prepare/2). A template nobody asked for in
 %% `pool_idle_ms' has its warm nodes stopped, until the next request for it. When the
 %% server stops (`application:stop(rpeer)'), it stops every warm node first, and a warm
 %% node dies with the server anyway: the server is its controller's parent.
@@ -82,11 +84,12 @@
 
 -type template_info() :: #{template := map(), warm := non_neg_integer(),
                            hits := non_neg_integer(), misses := non_neg_integer(),
-                           booting := non_neg_integer()}.
+                           booting := non_neg_integer(), preparing := non_neg_integer()}.
 %% What info/0 tells of a template: its options (a request's, without `name',
 %%  `wait_boot' and `peer_down'), its warm nodes,
-%%  the requests it served (hits) and those that cold-started (misses), and its boots in
-%%  progress.
+%%  the requests it served (hits) and those that cold-started (misses), its boots in
+%%  progress (VMs booting, at most `pool_boots' over all templates), and its booted nodes
+%%  being prepared (see prepare/2).
 
 %%--------------------------------------------------------------------
 %% Constants
@@ -246,8 +249,11 @@ env(Key, Default) ->
 %%--------------------------------------------------------------------
 %% The server's state
 
-%% A booting warm node: its boot's tag, and its OS pid once known (for its nice value).
--record(boot, {key :: key(), tag :: reference(), os_pid :: undefined | non_neg_integer()}).
+%% A warm node on its way: its boot's tag, its OS pid once known (for its nice value),
+%%  and whether its VM boots or it booted and is being prepared (see prepare/2), which
+%%  takes none of the `pool_boots' slots.
+-record(boot, {key :: key(), tag :: reference(), os_pid :: undefined | non_neg_integer(),
+               phase = boot :: boot | prepare}).
 
 -record(template, {
           %% the options its warm nodes boot with
@@ -306,7 +312,8 @@ handle_call(info, _From, #state{templates = Templates, booting = Booting} = Stat
     Info = [#{template => Requested,
               warm => length(T#template.warm), hits => T#template.hits,
               misses => T#template.misses,
-              booting => length([B || B <- maps:values(Booting), B#boot.key =:= Key])}
+              booting => phase_count(Key, boot, Booting),
+              preparing => phase_count(Key, prepare, Booting)}
             || {{Requested, _Cookie, _MaxFrame} = Key, T} <- maps:to_list(Templates)],
     {reply, Info, State}.
 
@@ -329,10 +336,12 @@ handle_cast({learn, Key, BootOptions}, #state{templates = Templates} = State) ->
 handle_info({Tag, {started, _Node, Pid}}, #state{booting = Booting} = State)
   when is_map_key(Pid, Booting) ->
     case maps:get(Pid, Booting) of
-        #boot{tag = Tag} -> ok = prepare(Pid, Tag);
-        _Other -> ok
-    end,
-    {noreply, State};
+        #boot{tag = Tag} = Boot ->
+            ok = prepare(Pid, Tag),
+            {noreply, refill(State#state{booting = Booting#{Pid := Boot#boot{phase = prepare}}})};
+        _Other ->
+            {noreply, State}
+    end;
 %% ... and may be handed out from now on, at normal priority
 handle_info({prepared, Pid, Tag}, #state{booting = Booting} = State)
   when is_map_key(Pid, Booting) ->
@@ -414,15 +423,16 @@ stop_all(Pids) ->
 %%--------------------------------------------------------------------
 %% Internals
 
-%% Boots warm nodes while fewer than `pool_boots' boot and an active template has fewer
-%%  than `pool_size' warm or booting, the emptiest template first.
+%% Boots warm nodes while fewer than `pool_boots' VMs boot and an active template has
+%%  fewer than `pool_size' warm or on their way, the emptiest template first.
 refill(#state{booting = Booting, templates = Templates} = State) ->
     Size = pool_size(),
     Short = lists:sort([{length(T#template.warm) + booting(Key, Booting), Key}
                         || {Key, #template{active = true} = T} <- maps:to_list(Templates)]),
     case Short of
         [{Have, Key} | _] when Have < Size ->
-            case map_size(Booting) < max(1, env(pool_boots, ?DEFAULT_BOOTS)) of
+            VmBoots = length([B || #boot{phase = boot} = B <- maps:values(Booting)]),
+            case VmBoots < max(1, env(pool_boots, ?DEFAULT_BOOTS)) of
                 true -> refill_more(boot(Key, State));
                 false -> State
             end;
@@ -432,6 +442,9 @@ refill(#state{booting = Booting, templates = Templates} = State) ->
 
 refill_more({ok, State}) -> refill(State);
 refill_more({error, State}) -> State.
+
+phase_count(Key, Phase, Booting) ->
+    length([B || #boot{key = K, phase = P} = B <- maps:values(Booting), K =:= Key, P =:= Phase]).
 
 booting(Key, Booting) ->
     maps:fold(fun (_Pid, #boot{key = K}, N) when K =:= Key -> N + 1;

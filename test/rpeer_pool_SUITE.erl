@@ -119,7 +119,7 @@ template_info(Options) ->
     {ok, {Key, _Cookie, _MaxFrame}} = rpeer_pool:template(Options),
     case [I || #{template := T} = I <- rpeer_pool:info(), T =:= Key] of
         [Info] -> Info;
-        [] -> #{warm => 0, hits => 0, misses => 0, booting => 0}
+        [] -> #{warm => 0, hits => 0, misses => 0, booting => 0, preparing => 0}
     end.
 
 wait_warm(Options, N) ->
