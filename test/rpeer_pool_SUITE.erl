@@ -220,6 +220,8 @@ wait_boot_tag(Config) ->
     learn(Options),
     Tag = make_ref(),
     {ok, Peer} = rpeer:start_link(Options#{wait_boot => {self(), Tag}}),
+    %% a difference: the node is running already (a cold one is still booting)
+    ?assertEqual(running, rpeer:get_state(Peer)),
     ?assertMatch(#{hits := 1}, template_info(Options)),
     receive {Tag, Told} -> ?assertEqual({started, nonode@nohost, Peer}, Told) end,
     ok = rpeer:stop(Peer).
@@ -510,6 +512,7 @@ dist_wait_boot_tag(_Config) ->
     learn(Options),
     Tag = make_ref(),
     {ok, Peer} = rpeer:start_link(Options#{name => name(dist_tag), wait_boot => {self(), Tag}}),
+    ?assertEqual(running, rpeer:get_state(Peer)),
     ?assertMatch(#{hits := 1}, template_info(Options)),
     receive {Tag, {started, Node, Peer}} -> ?assertEqual(Node, erpc:call(Node, erlang, node, [])) end,
     ok = rpeer:stop(Peer).
