@@ -284,7 +284,7 @@ start_it(Options, How) ->
     ok = rpeer_options:check(Options),
     case rpeer_pool:take(Options) of
         {ok, Pool, Pid} ->
-            Handed = hand_out(Pid, element(1, Pool), Options, How),
+            Handed = rpeer_pool:hand_out(Pool, Pid, Options, How),
             ok = rpeer_pool:handed(Pool, Pid),
             case Handed of
                 {ok, Node} -> handed_out(Pid, Node, Options);
@@ -308,52 +308,6 @@ cold_start(Options, How) ->
         {ok, Pid} -> started(Pid, Notify, WaitBoot, Options);
         Error -> Error
     end.
-
-%% A warm controller of the pool becomes the caller's, as if it had just booted for
-%%  Options: a named request's node becomes distributed with that name first (an
-%%  unnamed one answers a call), so a node that died while it waited is not handed out;
-%%  a dist request's node then connects to this node, follows its controller and gets
-%%  cover as a booting dist peer would (see rpeer_pool). A node that is gone or cannot
-%%  take the name is stopped, and the caller cold-starts.
-hand_out(Pid, Pool, Options, How) ->
-    try
-        Node = case Options of
-                   #{name := _} -> distribute(Pid, Options);
-                   _ -> call(Pid, erlang, node, [])
-               end,
-        ok = case Options of
-                 #{connection := _} -> ok;
-                 _Dist -> as_dist_peer(Pid, Node, Options)
-             end,
-        ok = gen_server:call(Pid, {handover, self(), How =:= start_link, group_leader(),
-                                   Options, Node, Pool}),
-        {ok, Node}
-    catch
-        _:_ ->
-            try gen_server:stop(Pid) catch exit:_AlreadyGone -> ok end,
-            error
-    end.
-
-as_dist_peer(Pid, Node, Options) ->
-    ok = call(Pid, rpeer_agent, follow_controller, [Pid]),
-    case Options of
-        #{shutdown := {Timeout, CoverNode}} when is_integer(Timeout), is_atom(CoverNode) ->
-            _ = rpeer_ct:starts_cover_itself() orelse rpeer_ct:cover_on_peer(Node, CoverNode),
-            ok;
-        _ ->
-            ok
-    end.
-
-%% net_kernel:start/1 on the node, with the name, host and name mode a cold start would
-%%  give it on its command line (rpeer_launch).
-distribute(Pid, Options) ->
-    Node = list_to_atom(rpeer_launch:node_name(Options)),
-    Mode = case rpeer_launch:name_flag(Options) of
-               "-name" -> longnames;
-               "-sname" -> shortnames
-           end,
-    {ok, _} = call(Pid, net_kernel, start, [[Node, Mode]]),
-    call(Pid, erlang, node, []).
 
 %% What a hand-out returns: what a cold start that waited for the boot returns; a
 %%  wait_boot {Pid, Tag} is told that the node started.

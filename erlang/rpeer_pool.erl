@@ -38,11 +38,11 @@
 %% <li>caller: `take(Options)'. Off (no server, `pool_size' 0, not pooled): `miss'.
 %%   Else a call `{take, Key}': the server answers `{ok, Ref, Pid}' and takes Pid out
 %%   of its warm nodes (a hit; it monitors the caller, Ref, until step 3), or `miss'.</li>
-%% <li>caller, on a hit: a call over the control connection, which a node that died
-%%   while it waited cannot answer: `net_kernel:start/1' for a named request, else
-%%   `erlang:node/0'; for a dist request `rpeer_agent:follow_controller/1', and cover
-%%   started on the node as a booting dist peer has it (OTP 26 and later); then it calls the controller with `{handover, Owner, Link, Leader, Options, Node,
-%%   Pool}'. The controller answers `ok' only while its peer runs; it unlinks the pool,
+%% <li>caller, on a hit (hand_out/4): a call over the control connection, which a node
+%%   that died while it waited cannot answer: `net_kernel:start/1' for a named request,
+%%   else `erlang:node/0'; for a dist request `rpeer_agent:follow_controller/1', and cover
+%%   started on the node as a booting dist peer has it (OTP 26 and later); then it calls
+%%   the controller with `{handover, Owner, Link, Leader, Options, Node, Pool}'. The controller answers `ok' only while its peer runs; it unlinks the pool,
 %%   links the caller for start_link, and behaves as a cold controller from then on.
 %%   Anything else (the node died meanwhile, the name is taken) and the caller stops the
 %%   warm controller and cold-starts.</li>
@@ -68,7 +68,7 @@
 -export([start_link/0, info/0, flush/0]).
 
 %% Used by rpeer:start_it/2
--export([take/1, handed/2, learn/1, template/1, is_on/1]).
+-export([take/1, hand_out/4, handed/2, learn/1, template/1, is_on/1]).
 
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -175,6 +175,54 @@ take(Pool, Key) ->
     catch
         exit:_PoolGone -> miss
     end.
+
+%% @doc Makes a warm controller that take/1 gave the caller's, as if it had just booted
+%%  for Options (`{ok, Node}'), or stops it (`error': the caller cold-starts). A named
+%%  request's node becomes distributed with that name first (an unnamed one answers a
+%%  call), so a node that died while it waited is not handed out; a dist request's node
+%%  then connects to the origin, follows its controller and gets cover as a booting dist
+%%  peer would (see the protocol). Runs in the caller.
+-spec hand_out({pid(), reference()}, pid(), rpeer:start_options(), start | start_link) ->
+          {ok, node()} | error.
+hand_out({Pool, _Ref}, Pid, Options, How) ->
+    try
+        Node = case Options of
+                   #{name := _} -> distribute(Pid, Options);
+                   _ -> rpeer:call(Pid, erlang, node, [])
+               end,
+        ok = case Options of
+                 #{connection := _} -> ok;
+                 _Dist -> as_dist_peer(Pid, Node, Options)
+             end,
+        ok = gen_server:call(Pid, {handover, self(), How =:= start_link, group_leader(),
+                                   Options, Node, Pool}),
+        {ok, Node}
+    catch
+        _:_ ->
+            try gen_server:stop(Pid) catch exit:_AlreadyGone -> ok end,
+            error
+    end.
+
+as_dist_peer(Pid, Node, Options) ->
+    ok = rpeer:call(Pid, rpeer_agent, follow_controller, [Pid]),
+    case Options of
+        #{shutdown := {Timeout, CoverNode}} when is_integer(Timeout), is_atom(CoverNode) ->
+            _ = rpeer_ct:starts_cover_itself() orelse rpeer_ct:cover_on_peer(Node, CoverNode),
+            ok;
+        _ ->
+            ok
+    end.
+
+%% net_kernel:start/1 on the node, with the name, host and name mode a cold start would
+%%  give it on its command line (rpeer_launch).
+distribute(Pid, Options) ->
+    Node = list_to_atom(rpeer_launch:node_name(Options)),
+    Mode = case rpeer_launch:name_flag(Options) of
+               "-name" -> longnames;
+               "-sname" -> shortnames
+           end,
+    {ok, _} = rpeer:call(Pid, net_kernel, start, [[Node, Mode]]),
+    rpeer:call(Pid, erlang, node, []).
 
 %% @doc The caller of take/1 is done with the warm node it got: handed out, or stopped.
 -spec handed({pid(), reference()}, pid()) -> ok.
