@@ -74,8 +74,14 @@ dist_peer(Config) when is_list(Config) ->
     Name = rpeer:random_name(?FUNCTION_NAME),
     {ok, Peer, Node} = rpeer:start_link(#{name => Name}),
     Info = rpeer:info(Peer),
-    ?assertMatch(#{node := Node, state := running, connection := dist, peer_side := peer,
-                   frames_in := 0, frames_out := 0}, Info),
+    ?assertMatch(#{node := Node, state := running, connection := dist}, Info),
+    case rpeer_test_lib:from_pool(Peer) of
+        false ->
+            ?assertMatch(#{peer_side := peer, frames_in := 0, frames_out := 0}, Info);
+        true ->
+            %% (in the pass with rpeer's pool on: the warm node's hidden connection)
+            ?assertMatch(#{peer_side := rpeer, frames_in := In} when In > 0, Info)
+    end,
     assert_common(Info),
     rpeer:stop(Peer).
 
