@@ -38,28 +38,13 @@ killed_origin_takes_its_peers() ->
       "a fast-side peer) all exit within 5 s"}].
 
 killed_origin_takes_its_peers(Config) when is_list(Config) ->
-    File = filename:join(proplists:get_value(priv_dir, Config), "origin_pids"),
-    Erl = os:find_executable("erl"),
-    Args = ["-sname", rpeer:random_name(orphan_origin), "-noshell",
-            "-pa", filename:dirname(code:which(rpeer)),
-            "-pa", filename:dirname(code:which(?MODULE)),
-            "-run", ?MODULE_STRING, "origin_main", File],
-    Port = open_port({spawn_executable, Erl}, [{args, Args}, exit_status, binary]),
-    {OriginPid, PeerPids} = read_pids(File, 200),
+    {_Port, OriginPid, PeerPids} = Origin =
+        rpeer_test_lib:start_origin(Config, ?MODULE, orphan_origin, 200),
     ct:log("origin ~s, peers ~p", [OriginPid, PeerPids]),
     ?assertEqual(4, length(PeerPids)),
     [?assert(rpeer_test_lib:os_pid_exists(P)) || P <- PeerPids],
-    _ = os:cmd("kill -9 " ++ OriginPid),
-    receive {Port, {exit_status, _}} -> ok after 5000 -> ok end,
+    ok = rpeer_test_lib:kill_origin(Origin),
     ?assertEqual(ok, wait_gone(PeerPids, 50)).
-
-read_pids(_File, 0) ->
-    ct:fail(origin_did_not_start_its_peers);
-read_pids(File, Tries) ->
-    case file:consult(File) of
-        {ok, [{origin, Origin}, {peers, Peers}]} -> {Origin, Peers};
-        _ -> ct:sleep(100), read_pids(File, Tries - 1)
-    end.
 
 %% The other origin: starts one peer per mode, writes the OS pids, waits to be killed.
 -spec origin_main([string()]) -> no_return().
@@ -75,10 +60,7 @@ origin_main([File]) ->
                     _ -> erpc:call(Node, os, getpid, [])
                 end
             end || Mode <- Modes],
-    Tmp = File ++ ".tmp",
-    ok = file:write_file(Tmp, io_lib:format("~p.~n~p.~n", [{origin, os:getpid()}, {peers, Pids}])),
-    ok = file:rename(Tmp, File),
-    timer:sleep(infinity).
+    rpeer_test_lib:report_origin(File, Pids).
 
 killed_controller_takes_its_peer() ->
     [{doc, "exit(Controller, kill) in each mode: the peer's OS process exits"}].

@@ -743,27 +743,12 @@ application_stop_stops_warm_nodes(_Config) ->
     ?assertEqual([], [P || P <- OsPids, rpeer_test_lib:os_pid_exists(P)]).
 
 origin_sigkill_takes_warm_nodes(Config) ->
-    File = filename:join(proplists:get_value(priv_dir, Config), "pool_origin_pids"),
-    Erl = os:find_executable("erl"),
-    Args = ["-sname", rpeer:random_name(pool_origin), "-noshell",
-            "-pa", filename:dirname(code:which(rpeer)),
-            "-pa", filename:dirname(code:which(?MODULE)),
-            "-run", ?MODULE_STRING, "origin_main", File],
-    Port = open_port({spawn_executable, Erl}, [{args, Args}, exit_status, binary]),
-    {Origin, Warm} = read_pids(File, 300),
+    {_Port, _OriginPid, Warm} = Origin =
+        rpeer_test_lib:start_origin(Config, ?MODULE, pool_origin, 300),
     ?assertEqual(6, length(Warm)),
     [?assert(rpeer_test_lib:os_pid_exists(P)) || P <- Warm],
-    _ = os:cmd("kill -9 " ++ Origin),
-    receive {Port, {exit_status, _}} -> ok after 5000 -> ok end,
+    ok = rpeer_test_lib:kill_origin(Origin),
     [?assertEqual(ok, rpeer_test_lib:wait_os_pid_gone(P, 5000)) || P <- Warm].
-
-read_pids(_File, 0) ->
-    ct:fail(origin_did_not_fill_its_pool);
-read_pids(File, Tries) ->
-    case file:consult(File) of
-        {ok, [{origin, Origin}, {warm, Warm}]} -> {Origin, Warm};
-        _ -> ct:sleep(100), read_pids(File, Tries - 1)
-    end.
 
 %% The other origin: a pool of 2 for standard_io, tcp and dist requests, filled; writes the warm nodes'
 %%  OS pids and waits to be killed.
@@ -775,11 +760,7 @@ origin_main([File]) ->
     [begin learn(Mode), wait_warm(Mode, 2) end
      || Mode <- [#{connection => standard_io}, #{connection => 0},
                  #{name => rpeer:random_name(pool_origin_dist)}]],
-    Warm = [os_pid(W) || W <- warm_controllers()],
-    Tmp = File ++ ".tmp",
-    ok = file:write_file(Tmp, io_lib:format("~p.~n~p.~n", [{origin, os:getpid()}, {warm, Warm}])),
-    ok = file:rename(Tmp, File),
-    timer:sleep(infinity).
+    rpeer_test_lib:report_origin(File, [os_pid(W) || W <- warm_controllers()]).
 
 ct_hook_turns_pool_on(_Config) ->
     {ok, State} = rpeer_pool_cth:init(rpeer_pool_cth, #{pool_size => 2}),

@@ -54,6 +54,9 @@
 %% The second pass with rpeer's pool on
 -export([from_pool/1]).
 
+%% Another origin VM, killed with SIGKILL
+-export([start_origin/4, report_origin/2, kill_origin/1]).
+
 %% Waiting and OS processes
 -export([
     wait_until/2,
@@ -387,3 +390,43 @@ grant(Free, Holders, Waiting) ->
 from_pool(Peer) ->
     {dictionary, Dictionary} = process_info(Peer, dictionary),
     lists:member(rpeer_pool, proplists:get_value('$ancestors', Dictionary, [])).
+
+%% @doc Starts another origin VM (distributed, with rpeer and the suite in its code path)
+%%  that runs `Module:origin_main([File])', which ends by calling report_origin/2; waits
+%%  for its report (up to `Tries' tenths of a second) and returns its port, its OS pid and
+%%  the OS pids it reported.
+-spec start_origin(proplists:proplist(), module(), atom(), pos_integer()) ->
+          {port(), string(), [string()]}.
+start_origin(Config, Module, Name, Tries) ->
+    File = filename:join(proplists:get_value(priv_dir, Config), atom_to_list(Name) ++ "_pids"),
+    Args = ["-sname", rpeer:random_name(Name), "-noshell",
+            "-pa", filename:dirname(code:which(rpeer)),
+            "-pa", filename:dirname(code:which(Module)),
+            "-run", atom_to_list(Module), "origin_main", File],
+    Port = open_port({spawn_executable, os:find_executable("erl")},
+                     [{args, Args}, exit_status, binary]),
+    {Origin, OsPids} = read_report(File, Tries),
+    {Port, Origin, OsPids}.
+
+read_report(_File, 0) ->
+    ct:fail(origin_did_not_report);
+read_report(File, Tries) ->
+    case file:consult(File) of
+        {ok, [{origin, Origin}, {os_pids, OsPids}]} -> {Origin, OsPids};
+        _ -> ct:sleep(100), read_report(File, Tries - 1)
+    end.
+
+%% @doc In the other origin: writes its OS pid and `OsPids' to `File' (whole, or not at
+%%  all) for start_origin/4, and waits to be killed.
+-spec report_origin(file:filename(), [string()]) -> no_return().
+report_origin(File, OsPids) ->
+    Tmp = File ++ ".tmp",
+    ok = file:write_file(Tmp, io_lib:format("~p.~n~p.~n", [{origin, os:getpid()}, {os_pids, OsPids}])),
+    ok = file:rename(Tmp, File),
+    timer:sleep(infinity).
+
+%% @doc Kills the other origin with SIGKILL, and waits (up to 5 s) for its port's end.
+-spec kill_origin({port(), string(), [string()]}) -> ok.
+kill_origin({Port, Origin, _OsPids}) ->
+    _ = os:cmd("kill -9 " ++ Origin),
+    receive {Port, {exit_status, _}} -> ok after 5000 -> ok end.
