@@ -9,7 +9,7 @@
 %% @end
 -module(rpeer_launch).
 
--export([listen/3, launch/5, agent_ebin/0, find_executable/2]).
+-export([listen/3, launch/5, agent_ebin/0, agent_runs/1, find_executable/2]).
 -export([connection_of/2, peer_side_of/1, node_name/1, name_flag/1]).
 -export_type([listening/0, launched/0]).
 
@@ -233,6 +233,12 @@ tcp_user(Options, Addresses, Port, MaxFrame) ->
         {rpeer, Ebin} -> ["-pa", Ebin | rpeer_agent:tcp_user_args(Addresses, Port, MaxFrame)];
         peer -> ["-user", "peer", "-origin", Addresses, integer_to_list(Port), ?HANDLER_IS_USER]
     end.
+
+%% @doc Whether rpeer's agent can be the peer side of a node started with Options on
+%%  this host, whatever peer side they ask for: the choice peer_side/1 makes by default.
+-spec agent_runs(rpeer:start_options()) -> boolean().
+agent_runs(Options) ->
+    peer_side(maps:remove(peer_side, Options)) =/= peer.
 
 peer_side(#{peer_side := peer}) ->
     peer;

@@ -275,8 +275,7 @@ key(Options) ->
 %%  through rpeer's agent: rpeer starts it (no `exec'), the node can load the agent, and
 %%  nothing in its command line would change how it boots or is named.
 warm_dist(Options) ->
-    not is_map_key(exec, Options) andalso not is_map_key(post_process_args, Options)
-        andalso rpeer_launch:agent_ebin() =/= error
+    not is_map_key(post_process_args, Options) andalso rpeer_launch:agent_runs(Options)
         andalso not lists:any(fun (Arg) -> lists:member(Arg, ?NOT_WITH_DIST) end,
                               maps:get(args, Options, [])).
 
