@@ -24,9 +24,12 @@
 %% The pool_size of the loops (the latency figures refill a pool of 1 before each start).
 -define(LOOP_POOL, 2).
 
+%% How many bare VMs are booted to tell what a boot costs here.
+-define(BARE_RUNS, 15).
+
 -spec main([string()]) -> no_return().
-main(Args) ->
-    N = case Args of [A | _] -> list_to_integer(A); [] -> 30 end,
+main([Starts]) ->
+    N = list_to_integer(Starts),
     _ = application:load(rpeer),
     Cookie = atom_to_list(erlang:get_cookie()),
     Modes = [{"standard_io", #{connection => standard_io}},
@@ -36,6 +39,7 @@ main(Args) ->
     Latency = [latency_rows(Label, Options, N) || {Label, Options} <- Modes],
     LoopModes = [{Label, maps:without([name], Options)} || {Label, Options} <- Modes,
                                                            Label =/= "standard_io, named"],
+    Bare = bare_boot(?BARE_RUNS),
     Loops = [loop_row(Label, Options#{args => ["-setcookie", Cookie]}, Body, Peers)
              || {Label, Options} <- LoopModes, Body <- [150, 20], Peers <- [1, 2]],
     Text = [io_lib:format("# The pool of warm nodes: rpeer ~s, OTP ~s, ~b CPUs, ~s~n~n",
@@ -53,9 +57,11 @@ main(Args) ->
             "pool (the first case learns the template). Ratios are stock wall time / pool wall "
             "time, and pool wall time / no boots.\n\n",
             "| mode | body | peers/case | no boots | stock peer | rpeer cold | pool, boots 1 "
-            "| pool, boots 2 | stock/pool (1) | stock/pool (2) | pool (1)/no boots |\n",
-            "|---|---|---|---|---|---|---|---|---|---|---|\n",
-            [loop_line(Row) || Row <- Loops]],
+            "| pool, boots 2 | stock/pool (1) | stock/pool (2) | pool (1)/no boots "
+            "| CPU floor | stock/floor |\n",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            [loop_line(Row, Bare) || Row <- Loops],
+            bare_text(Bare)],
     io:put_chars(Text),
     ok = file:write_file("bench/POOL.md", Text),
     halt(0).
@@ -118,11 +124,58 @@ loop_row(Label, Options, Body, Peers) ->
     pool_off(),
     {Label, Body, Peers, NoBoots, Stock, Cold, add_cpu(Pool1, Left1), add_cpu(Pool2, Left2)}.
 
-loop_line({Label, Body, Peers, NoBoots, Stock, Cold, Pool1, Pool2}) ->
-    io_lib:format("| ~s | ~b ms | ~b | ~s | ~s | ~s | ~s | ~s | ~.2fx | ~.2fx | ~.2f |~n",
+loop_line({Label, Body, Peers, NoBoots, Stock, Cold, Pool1, Pool2}, Bare) ->
+    Floor = max(wall(NoBoots), cpu_floor(?CASES * Peers, Bare)),
+    io_lib:format("| ~s | ~b ms | ~b | ~s | ~s | ~s | ~s | ~s | ~.2fx | ~.2fx | ~.2f "
+                  "| ~.2f | ~.2fx |~n",
                   [Label, Body, Peers, fmt(NoBoots), fmt(Stock), fmt(Cold), fmt(Pool1),
                    fmt(Pool2), wall(Stock) / wall(Pool1), wall(Stock) / wall(Pool2),
-                   wall(Pool1) / wall(NoBoots)]).
+                   wall(Pool1) / wall(NoBoots), Floor, wall(Stock) / Floor]).
+
+%%--------------------------------------------------------------------
+%% What a VM boot costs here, whoever boots it: the floor under any pool's loop
+
+%% Every case needs a node no one booted before the loop: whatever boots them, the loop
+%%  lasts at least as long as the machine's CPUs take to boot that many bare VMs.
+cpu_floor(Nodes, {_BootWall, BootCpu}) ->
+    Nodes * BootCpu / erlang:system_info(logical_processors_available).
+
+%% A bare VM named as the loops' peers are (`erl -sname N -noshell -eval "halt()"'), booted
+%%  and halted Runs times one after the other: median wall and CPU (user + system) in s,
+%%  as bash's `time' reads them.
+bare_boot(Runs) ->
+    Erl = os:find_executable("erl"),
+    Times = [bare_boot_once(Erl, "rpeer_bench_bare" ++ integer_to_list(I))
+             || I <- lists:seq(1, Runs)],
+    {median([W || {W, _} <- Times]), median([C || {_, C} <- Times])}.
+
+bare_boot_once(Erl, Name) ->
+    Script = "TIMEFORMAT='%R %U %S'; time \"$0\" -sname " ++ Name
+        ++ " -noshell -eval 'halt()' >/dev/null 2>&1",
+    Port = open_port({spawn_executable, "/bin/bash"},
+                     [{args, ["-c", Script, Erl]}, exit_status, stderr_to_stdout, binary]),
+    Out = collect(Port, <<>>),
+    [Wall, User, System] = [binary_to_float(F) || F <- string:lexemes(Out, " \n")],
+    {Wall, User + System}.
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, Data}} -> collect(Port, <<Acc/binary, Data/binary>>);
+        {Port, {exit_status, 0}} -> Acc
+    end.
+
+median(Values) ->
+    lists:nth((length(Values) + 1) div 2, lists:sort(Values)).
+
+bare_text({Wall, Cpu}) ->
+    io_lib:format("~nA bare VM named as the peers are (`erl -sname N -noshell -eval "
+                  "\"halt()\"`), booted and halted ~b times: median ~b ms wall, ~b ms "
+                  "CPU. `CPU floor`: the shortest any pool's loop can be here, the no-boots "
+                  "wall time or the time ~b CPUs take to boot a bare VM for every peer of "
+                  "the loop, whichever is longer; `stock/floor`: the best ratio to stock "
+                  "that leaves any pool.~n",
+                  [?BARE_RUNS, round(Wall * 1000), round(Cpu * 1000),
+                   erlang:system_info(logical_processors_available)]).
 
 fmt({Wall, Cpu}) -> io_lib:format("~.2f (~.2f)", [Wall, Cpu]).
 wall({Wall, _Cpu}) -> Wall.
