@@ -55,7 +55,8 @@
               info/0]).
 
 %% gen_server
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
+         format_status/1]).
 
 -ifdef(TEST).
 -export([find_executable/2]).
@@ -342,7 +343,8 @@ await_boot(Pid, Ref, Timeout) ->
                   {Ref, {boot_failed, Reason, Pid}} -> {exit, {boot_failed, Reason}};
                   {'DOWN', Watch, process, _, Reason} -> {exit, Reason}
               after Timeout ->
-                      _ = gen_server:stop(Pid),
+                      %% (a boot that fails at once may end the controller meanwhile)
+                      _ = catch gen_server:stop(Pid),
                       {exit, timeout}
               end,
     erlang:demonitor(Watch, [flush]),
@@ -555,6 +557,26 @@ handle_info(Message, State) ->
         {down, Reason, Next} -> peer_down(Reason, Next);
         {stop, Reason, Next} -> {stop, Reason, Next}
     end.
+
+%% @private gen_server callback: what crash reports and sys:get_status/1 show of the
+%%  state. Not the channels: they are NIF resources, and a report that a log handler
+%%  keeps (Common Test's does) would keep the peer's pipes open as long as it.
+-spec format_status(gen_server:format_status()) -> gen_server:format_status().
+format_status(#{state := #state{} = State} = Status) ->
+    Status#{state := #{node => State#state.node,
+                       peer_state => State#state.peer_state,
+                       options => State#state.options,
+                       exec => State#state.exec,
+                       args => State#state.args,
+                       connected => State#state.connection =/= undefined,
+                       os_process => State#state.launcher =/= undefined,
+                       hidden => State#state.hidden,
+                       outstanding_calls => map_size(State#state.outstanding),
+                       boot_time => State#state.boot_time,
+                       traffic => State#state.traffic,
+                       output => State#state.output}};
+format_status(Status) ->
+    Status.
 
 %%--------------------------------------------------------------------
 %% Events: one dispatcher for handle_info/2, and for terminate/2 while it waits

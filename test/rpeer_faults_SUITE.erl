@@ -23,8 +23,12 @@
     output_written_before_exit_comes_first/0, output_written_before_exit_comes_first/1,
     exit_reported_while_a_child_holds_stdout/0, exit_reported_while_a_child_holds_stdout/1,
     exit_waits_while_a_child_still_writes_stdout/0, exit_waits_while_a_child_still_writes_stdout/1,
-    killed_controller_leaks_no_descriptor/0, killed_controller_leaks_no_descriptor/1
+    killed_controller_leaks_no_descriptor/0, killed_controller_leaks_no_descriptor/1,
+    kept_crash_report_holds_no_descriptor/0, kept_crash_report_holds_no_descriptor/1
 ]).
+
+%% A logger handler that keeps every event (as Common Test's log redirection may).
+-export([log/2]).
 
 %% Run on the peers.
 -export([write_half_frame_and_halt/0, send_raw/1, send_raw/2, write_and_halt/1,
@@ -40,7 +44,7 @@ all() ->
      self_detaching_peer_still_boots, address_in_use_is_a_clear_error,
      output_written_before_exit_comes_first, exit_reported_while_a_child_holds_stdout,
      exit_waits_while_a_child_still_writes_stdout,
-     killed_controller_leaks_no_descriptor].
+     killed_controller_leaks_no_descriptor, kept_crash_report_holds_no_descriptor].
 
 with_test_code(Peer) ->
     true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]).
@@ -270,6 +274,65 @@ killed_controller_leaks_no_descriptor(Config) when is_list(Config) ->
     [exit(Peer, kill) || Peer <- Peers],
     [ok = rpeer_test_lib:wait_os_pid_gone(OsPid, 10000) || OsPid <- OsPids],
     ?assertEqual(ok, rpeer_test_lib:wait_until(fun () -> open_descriptors() =< Before end, 15000)).
+
+kept_crash_report_holds_no_descriptor() ->
+    [{doc, "A controller with peer_down => crash whose peer halts logs a crash report; "
+      "a log handler that keeps the report keeps no channel of the peer with it: the "
+      "report shows the controller's state as a summary (format_status/1), and the "
+      "origin's descriptors are back to their count while the report is still held"}].
+
+kept_crash_report_holds_no_descriptor(Config) when is_list(Config) ->
+    Keeper = spawn_link(fun () -> keep_events([]) end),
+    ok = logger:add_handler(rpeer_keep_events, ?MODULE, #{config => #{keeper => Keeper}}),
+    try
+        Before = open_descriptors(),
+        {ok, Peer, _} = rpeer:start(#{connection => standard_io, peer_down => crash}),
+        OsPid = rpeer:call(Peer, os, getpid, []),
+        Watch = monitor(process, Peer),
+        ok = rpeer:cast(Peer, erlang, halt, [3]),
+        receive {'DOWN', Watch, process, Peer, Reason} -> ?assertEqual({exit_status, 3}, Reason)
+        after 10000 -> ct:fail(controller_still_up)
+        end,
+        ok = rpeer_test_lib:wait_os_pid_gone(OsPid, 10000),
+        ok = rpeer_test_lib:wait_until(fun () -> terminate_report(Keeper, Peer) =/= false end,
+                                       5000),
+        ?assertEqual(ok, rpeer_test_lib:wait_until(fun () -> open_descriptors() =< Before end,
+                                                   15000)),
+        %% the report is still held
+        #{state := Summary} = terminate_report(Keeper, Peer),
+        ?assertMatch(#{peer_state := {down, {exit_status, 3}}, node := nonode@nohost}, Summary),
+        ?assertEqual([], references(Summary))
+    after
+        ok = logger:remove_handler(rpeer_keep_events),
+        unlink(Keeper),
+        exit(Keeper, kill)
+    end.
+
+log(Event, #{config := #{keeper := Keeper}}) ->
+    Keeper ! {event, Event},
+    ok.
+
+keep_events(Events) ->
+    receive
+        {event, Event} -> keep_events([Event | Events]);
+        {get, From} -> From ! {events, Events}, keep_events(Events)
+    end.
+
+%% gen_server's report of Peer's terminate, once the keeper has it.
+terminate_report(Keeper, Peer) ->
+    Keeper ! {get, self()},
+    receive {events, Events} -> ok end,
+    case [Report || #{msg := {report, #{label := {gen_server, terminate}} = Report}} <- Events,
+                    maps:get(name, Report) =:= Peer] of
+        [Report | _] -> Report;
+        [] -> false
+    end.
+
+references(Term) when is_reference(Term) -> [Term];
+references(Term) when is_map(Term) -> references(maps:to_list(Term));
+references(Term) when is_tuple(Term) -> references(tuple_to_list(Term));
+references([Head | Tail]) -> references(Head) ++ references(Tail);
+references(_Other) -> [].
 
 open_descriptors() ->
     {ok, Fds} = file:list_dir("/proc/self/fd"),
