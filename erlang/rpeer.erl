@@ -344,7 +344,7 @@ await_boot(Pid, Ref, Timeout) ->
                   {'DOWN', Watch, process, _, Reason} -> {exit, Reason}
               after Timeout ->
                       %% (a boot that fails at once may end the controller meanwhile)
-                      _ = catch gen_server:stop(Pid),
+                      try gen_server:stop(Pid) catch exit:_ -> ok end,
                       {exit, timeout}
               end,
     erlang:demonitor(Watch, [flush]),
