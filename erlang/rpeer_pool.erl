@@ -42,8 +42,9 @@
 %%   that died while it waited cannot answer: `net_kernel:start/1' for a named request,
 %%   else `erlang:node/0'; for a dist request `rpeer_agent:follow_controller/1', and cover
 %%   started on the node as a booting dist peer has it (OTP 26 and later); then it calls
-%%   the controller with `{handover, Owner, Link, Leader, Options, Node, Pool}'. The controller answers `ok' only while its peer runs; it unlinks the pool,
-%%   links the caller for start_link, and behaves as a cold controller from then on.
+%%   the controller with `{handover, Owner, Link, Leader, Options, Node, Pool}'. The
+%%   controller answers `ok' only while its peer runs; it unlinks the pool, links the
+%%   caller for start_link, and behaves as a cold controller from then on.
 %%   Anything else (the node died meanwhile, the name is taken) and the caller stops the
 %%   warm controller and cold-starts.</li>
 %% <li>caller: casts `{handed, Ref}' to the server, which forgets the caller. A caller
