@@ -161,7 +161,8 @@ bare_boot_once(Erl, Name) ->
 collect(Port, Acc) ->
     receive
         {Port, {data, Data}} -> collect(Port, <<Acc/binary, Data/binary>>);
-        {Port, {exit_status, 0}} -> Acc
+        {Port, {exit_status, 0}} -> Acc;
+        {Port, {exit_status, Status}} -> error({bare_boot_failed, Status, Acc})
     end.
 
 median(Values) ->
