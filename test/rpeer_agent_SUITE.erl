@@ -120,8 +120,11 @@ cast_and_messages_both_ways() ->
 cast_and_messages_both_ways(Config) when is_list(Config) ->
     {ok, Peer, _Node} = start(#{}),
     ok = rpeer:cast(Peer, application, set_env, [kernel, rpeer_agent_test, set]),
-    _ = rpeer:call(Peer, sys, get_state, [application_controller]),
-    ?assertEqual({ok, set}, rpeer:call(Peer, application, get_env, [kernel, rpeer_agent_test])),
+    %% the cast runs in a process of its own: a later call can run first
+    rpeer_test_lib:wait_until(
+      fun () ->
+              {ok, set} =:= rpeer:call(Peer, application, get_env, [kernel, rpeer_agent_test])
+      end, 10000),
     true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]),
     Self = self(),
     Echo = rpeer:call(Peer, erlang, spawn,

@@ -37,7 +37,7 @@
 -export([log/2]).
 
 %% Run on the peer: what they send is made there.
--export([send_to_origin/2, put_chars/1]).
+-export([send_to_origin/2, put_chars/1, stored_size/0]).
 
 -define(MIB, (1024 * 1024)).
 -define(LARGE, (300 * ?MIB)).
@@ -193,10 +193,15 @@ cast_and_send_over_the_limit_raise(Config) when is_list(Config) ->
     ?assertError({frame_too_large, ?LIMIT + 1, ?LIMIT},
                  rpeer:send(Peer, user, binary:copy(<<4>>, SendFits + 1))),
     %% at the limit, both go through
+    add_test_path(Peer),
     ok = rpeer:cast(Peer, persistent_term, put, [rpeer_frame_size, binary:copy(<<5>>, Fits)]),
     ok = rpeer:send(Peer, user, binary:copy(<<6>>, SendFits)),
-    ?assertEqual(Fits, rpeer:call(Peer, erlang, byte_size,
-                                  [rpeer:call(Peer, persistent_term, get, [rpeer_frame_size])])),
+    %% the peer applies each cast in a process of its own: a call sent after it
+    %% can run first
+    rpeer_test_lib:wait_until(
+      fun () ->
+              rpeer:call(Peer, ?MODULE, stored_size, []) =:= Fits
+      end, 10000),
     still_serves(Peer).
 
 io_request_over_the_limit_fails_on_the_peer() ->
@@ -296,6 +301,9 @@ send_to_origin(To, Message) ->
 
 put_chars(Size) ->
     io:put_chars(user, binary:copy(<<"x">>, Size)).
+
+stored_size() ->
+    byte_size(persistent_term:get(rpeer_frame_size, <<>>)).
 
 %%--------------------------------------------------------------------
 
