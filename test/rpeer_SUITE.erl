@@ -420,14 +420,25 @@ dist_io_redirect(Config) when is_list(Config) ->
     ?assertEqual(ok, erpc:call(Node, io, format, [user, "STRONGFLOUR.", []])),
     ?assertEqual(ok, rpeer:send(Peer, init, {stop, stop})),
     ?assertEqual(ok, erpc:call(Node, erlang, apply, [io, format, ["second."]])),
-    %% -eval runs late in the boot
-    ct:sleep(500),
     %% (a node of rpeer's pool ran -eval when it booted, for the pool's group leader)
     Booted = case rpeer_test_lib:from_pool(Peer) of true -> []; false -> ["out"] end,
+    Expected = lists:sort(["STRONGFLOUR.", "second." | Booted]),
+    %% -eval runs late in the boot: its output can come after start_link returned
+    Texts = capture_count(length(Expected), 10000),
     rpeer:stop(Peer),
     ct:capture_stop(),
-    Texts = ct:capture_get(),
-    ?assertEqual(lists:sort(["STRONGFLOUR.", "second." | Booted]), lists:sort(Texts)).
+    ?assertEqual(Expected, lists:sort(Texts ++ ct:capture_get())).
+
+%% Gathers captured strings until there are Count of them, for up to Timeout ms.
+capture_count(Count, Timeout) ->
+    capture_count(Count, erlang:monotonic_time(millisecond) + Timeout, []).
+
+capture_count(Count, Deadline, Acc0) ->
+    Acc = Acc0 ++ ct:capture_get(),
+    case length(Acc) < Count andalso erlang:monotonic_time(millisecond) < Deadline of
+        true -> ct:sleep(20), capture_count(Count, Deadline, Acc);
+        false -> Acc
+    end.
 
 %%--------------------------------------------------------------------
 %% Cases: alternative connections
