@@ -995,7 +995,14 @@ wait_boot_too_short() ->
 
 wait_boot_too_short(Config) when is_list(Config) ->
     Links = links(),
-    ?assertExit(timeout, ?START(Config, #{wait_boot => 1})),
+    try ?START(Config, #{wait_boot => 1}) of
+        %% (in the pass with rpeer's pool on, a warm node has no boot left to wait for)
+        {ok, Peer, _} ->
+            ?assert(rpeer_test_lib:from_pool(Peer)),
+            rpeer:stop(Peer)
+    catch
+        exit:timeout -> ok
+    end,
     ct:sleep(500),
     ?assertEqual(Links, links()),
     ?assertEqual([], messages()).

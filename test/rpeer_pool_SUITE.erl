@@ -16,7 +16,8 @@
 
 %% hand-out, per connection
 -export([hit_after_cold/1, hit_is_another_node/1, start_link_owner_exit/1,
-         start_without_link/1, wait_boot_tag/1, wait_boot_false/1, group_leader_is_callers/1,
+         start_without_link/1, wait_boot_tag/1, wait_boot_false/1,
+         wait_boot_timeout_not_reached/1, group_leader_is_callers/1,
          peer_down_continue/1, warm_node_killed_while_waiting/1, same_priority_as_cold/1,
          named_same_as_cold/1, named_ct_peer_name/1, named_host/1, named_cookie/1,
          named_eval_runs_before_name/1, named_sname_argument_absent/1, named_info_args/1,
@@ -46,7 +47,8 @@ all() ->
 
 groups() ->
     Handout = [hit_after_cold, hit_is_another_node, start_link_owner_exit, start_without_link,
-               wait_boot_tag, wait_boot_false, group_leader_is_callers, peer_down_continue,
+               wait_boot_tag, wait_boot_false, wait_boot_timeout_not_reached,
+               group_leader_is_callers, peer_down_continue,
                warm_node_killed_while_waiting, same_priority_as_cold,
                named_same_as_cold, named_ct_peer_name, named_host, named_cookie,
                named_eval_runs_before_name, named_sname_argument_absent, named_info_args,
@@ -230,6 +232,16 @@ wait_boot_false(Config) ->
     Options = mode(Config),
     learn(Options),
     {ok, Peer} = rpeer:start_link(Options#{wait_boot => false}),
+    ?assertMatch(#{hits := 1}, template_info(Options)),
+    ?assertEqual(running, rpeer:get_state(Peer)),
+    ok = rpeer:stop(Peer).
+
+%% a difference: the timeout bounds a boot, and a warm node's is over (a cold start with
+%%  this timeout exits timeout)
+wait_boot_timeout_not_reached(Config) ->
+    Options = mode(Config),
+    learn(Options),
+    {ok, Peer, nonode@nohost} = rpeer:start_link(Options#{wait_boot => 0}),
     ?assertMatch(#{hits := 1}, template_info(Options)),
     ?assertEqual(running, rpeer:get_state(Peer)),
     ok = rpeer:stop(Peer).
