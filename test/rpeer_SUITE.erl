@@ -557,10 +557,11 @@ call_late_reply() ->
 
 call_late_reply(Config) when is_list(Config) ->
     {ok, Peer, _} = ?START(Config, #{}),
-    ?assertExit({timeout, _}, rpeer:call(Peer, timer, sleep, [300], 50)),
+    %% (a wide margin: a caller stalled past the sleep would find the reply there)
+    ?assertExit({timeout, _}, rpeer:call(Peer, timer, sleep, [1000], 50)),
     ?assertExit({timeout, _}, rpeer:call(Peer, erlang, throw, [late], 0)),
     %% wait well past the late replies
-    ct:sleep(800),
+    ct:sleep(1500),
     ?assert(is_process_alive(Peer)),
     ?assertEqual(running, rpeer:get_state(Peer)),
     ?assertEqual(42, rpeer:call(Peer, erlang, abs, [-42])),
