@@ -27,9 +27,6 @@
     kept_crash_report_holds_no_descriptor/0, kept_crash_report_holds_no_descriptor/1
 ]).
 
-%% A logger handler that keeps every event (as Common Test's log redirection may).
--export([log/2]).
-
 %% Run on the peers.
 -export([write_half_frame_and_halt/0, send_raw/1, send_raw/2, write_and_halt/1,
          reset_connection/0]).
@@ -283,7 +280,7 @@ kept_crash_report_holds_no_descriptor() ->
 
 kept_crash_report_holds_no_descriptor(Config) when is_list(Config) ->
     Keeper = spawn_link(fun () -> keep_events([]) end),
-    ok = logger:add_handler(rpeer_keep_events, ?MODULE, #{config => #{keeper => Keeper}}),
+    ok = logger:add_handler(rpeer_keep_events, rpeer_test_lib, #{config => #{pid => Keeper}}),
     try
         Before = open_descriptors(),
         {ok, Peer, _} = rpeer:start(#{connection => standard_io, peer_down => crash}),
@@ -308,13 +305,10 @@ kept_crash_report_holds_no_descriptor(Config) when is_list(Config) ->
         exit(Keeper, kill)
     end.
 
-log(Event, #{config := #{keeper := Keeper}}) ->
-    Keeper ! {event, Event},
-    ok.
-
+%% Keeps every log event (as Common Test's log redirection may keep a report).
 keep_events(Events) ->
     receive
-        {event, Event} -> keep_events([Event | Events]);
+        {logged, Event} -> keep_events([Event | Events]);
         {get, From} -> From ! {events, Events}, keep_events(Events)
     end.
 

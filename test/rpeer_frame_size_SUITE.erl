@@ -33,9 +33,6 @@
     invalid_limit_fails_before_anything_starts/0, invalid_limit_fails_before_anything_starts/1
 ]).
 
-%% logger handler (the test process receives rpeer's events)
--export([log/2]).
-
 %% Run on the peer: what they send is made there.
 -export([send_to_origin/2, put_chars/1, stored_size/0]).
 
@@ -85,7 +82,7 @@ end_per_group(_Group, _Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    ok = logger:add_handler(?MODULE, ?MODULE,
+    ok = logger:add_handler(?MODULE, rpeer_test_lib,
                             #{config => #{pid => self()},
                               filter_default => stop,
                               filters => [{rpeer, {fun logger_filters:domain/2,
@@ -104,9 +101,6 @@ end_per_testcase(_Case, Config) ->
         undefined -> ok;
         Peer -> rpeer:stop(Peer)
     end.
-
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {logged, Event}.
 
 %%--------------------------------------------------------------------
 %% the default limit

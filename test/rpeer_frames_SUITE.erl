@@ -22,9 +22,6 @@
     payload_not_a_term_is_dropped/0, payload_not_a_term_is_dropped/1
 ]).
 
-%% logger handler (the test process receives rpeer's events)
--export([log/2]).
-
 %% Run on the peer.
 -export([write_frame/2]).
 
@@ -51,7 +48,7 @@ end_per_group(_Group, _Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    ok = logger:add_handler(?MODULE, ?MODULE,
+    ok = logger:add_handler(?MODULE, rpeer_test_lib,
                             #{config => #{pid => self()},
                               filter_default => stop,
                               filters => [{rpeer, {fun logger_filters:domain/2,
@@ -63,9 +60,6 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, Config) ->
     _ = logger:remove_handler(?MODULE),
     rpeer:stop(?config(peer, Config)).
-
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {logged, Event}.
 
 %%--------------------------------------------------------------------
 

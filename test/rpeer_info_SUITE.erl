@@ -22,9 +22,6 @@
     log_events_carry_metadata/0, log_events_carry_metadata/1
 ]).
 
-%% logger handler (the test process receives every event)
--export([log/2]).
-
 suite() ->
     [{timetrap, {minutes, 2}}].
 
@@ -38,9 +35,6 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, _Config) ->
     _ = logger:remove_handler(?MODULE),
     ok.
-
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {logged, Event}.
 
 %%--------------------------------------------------------------------
 
@@ -153,7 +147,7 @@ log_events_carry_metadata() ->
       "sent, a failed boot) carries domain [rpeer], its controller and its node"}].
 
 log_events_carry_metadata(Config) when is_list(Config) ->
-    ok = logger:add_handler(?MODULE, ?MODULE, #{config => #{pid => self()}}),
+    ok = logger:add_handler(?MODULE, rpeer_test_lib, #{config => #{pid => self()}}),
     {ok, Peer, _} = rpeer:start_link(#{connection => standard_io}),
     %% a frame the controller cannot act on
     _ = rpeer:call(Peer, erlang, send, [user, {message, rpeer_info_nobody, hi}]),

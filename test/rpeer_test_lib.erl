@@ -54,6 +54,10 @@
 %% The second pass with rpeer's pool on
 -export([from_pool/1]).
 
+%% A logger handler (this module): the process in its config's `pid' gets every event
+%%  it passes as {logged, Event}
+-export([log/2]).
+
 %% Another origin VM, killed with SIGKILL
 -export([start_origin/4, report_origin/2, kill_origin/1]).
 
@@ -382,6 +386,13 @@ grant(Free, Holders, Waiting) ->
         _ ->
             limiter_loop(Free, Holders, Waiting)
     end.
+
+%% @doc logger's handler callback: `logger:add_handler(Id, rpeer_test_lib,
+%%  #{config => #{pid => Pid}})' has Pid sent `{logged, Event}' for each event.
+-spec log(logger:log_event(), logger:handler_config()) -> ok.
+log(Event, #{config := #{pid := Pid}}) ->
+    Pid ! {logged, Event},
+    ok.
 
 %% @doc Whether a peer's controller was booted by rpeer's pool (in the pass with the pool
 %%  on): its node booted before the request, so it is running when start/1 returns, and

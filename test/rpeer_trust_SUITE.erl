@@ -12,9 +12,6 @@
 
 -export([suite/0, all/0]).
 
-%% logger handler (the test process receives the warnings)
--export([log/2]).
-
 -export([
     local_peer_listens_on_loopback_only/0, local_peer_listens_on_loopback_only/1,
     intruder_before_the_peer_is_ignored/0, intruder_before_the_peer_is_ignored/1,
@@ -111,7 +108,7 @@ oversized_frame_is_read_past(Config) when is_list(Config) ->
     try
         {ok, Peer, _Node} = rpeer:start_link(#{connection => 0}),
         true = rpeer:call(Peer, code, add_path, [filename:dirname(code:which(?MODULE))]),
-        ok = logger:add_handler(?MODULE, ?MODULE, #{config => #{pid => self()}}),
+        ok = logger:add_handler(?MODULE, rpeer_test_lib, #{config => #{pid => self()}}),
         ok = rpeer:cast(Peer, erlang, apply, [fun send_oversized_frame/0, []]),
         receive
             {logged, #{level := warning, msg := {_, [100000, {frame_too_large, 1024}]}}} -> ok
@@ -125,9 +122,6 @@ oversized_frame_is_read_past(Config) when is_list(Config) ->
         _ = logger:remove_handler(?MODULE),
         application:unset_env(rpeer, max_frame)
     end.
-
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {logged, Event}.
 
 %% Runs on the peer: writes a raw frame of 100000 bytes on its control socket.
 send_oversized_frame() ->
