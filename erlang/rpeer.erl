@@ -559,22 +559,17 @@ handle_info(Message, State) ->
     end.
 
 %% @private gen_server callback: what crash reports and sys:get_status/1 show of the
-%%  state. Not the channels: they are NIF resources, and a report that a log handler
-%%  keeps (Common Test's does) would keep the peer's pipes open as long as it.
+%%  state: what info/1 says, and the options, calls and output. Not the channels: they
+%%  are NIF resources, and a report that a log handler keeps (Common Test's does) would
+%%  keep the peer's pipes open as long as it.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
 format_status(#{state := #state{} = State} = Status) ->
-    Status#{state := #{node => State#state.node,
-                       peer_state => State#state.peer_state,
-                       options => State#state.options,
-                       exec => State#state.exec,
-                       args => State#state.args,
-                       connected => State#state.connection =/= undefined,
-                       os_process => State#state.launcher =/= undefined,
-                       hidden => State#state.hidden,
-                       outstanding_calls => map_size(State#state.outstanding),
-                       boot_time => State#state.boot_time,
-                       traffic => State#state.traffic,
-                       output => State#state.output}};
+    Summary = (info_of(State))#{options => State#state.options,
+                                connected => State#state.connection =/= undefined,
+                                hidden => State#state.hidden,
+                                outstanding_calls => map_size(State#state.outstanding),
+                                output => State#state.output},
+    Status#{state := Summary};
 format_status(Status) ->
     Status.
 

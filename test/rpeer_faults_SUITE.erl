@@ -297,7 +297,7 @@ kept_crash_report_holds_no_descriptor(Config) when is_list(Config) ->
                                                    15000)),
         %% the report is still held
         #{state := Summary} = terminate_report(Keeper, Peer),
-        ?assertMatch(#{peer_state := {down, {exit_status, 3}}, node := nonode@nohost}, Summary),
+        ?assertMatch(#{state := {down, {exit_status, 3}}, node := nonode@nohost}, Summary),
         ?assertEqual([], references(Summary))
     after
         ok = logger:remove_handler(rpeer_keep_events),
