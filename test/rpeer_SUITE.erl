@@ -424,21 +424,10 @@ dist_io_redirect(Config) when is_list(Config) ->
     Booted = case rpeer_test_lib:from_pool(Peer) of true -> []; false -> ["out"] end,
     Expected = lists:sort(["STRONGFLOUR.", "second." | Booted]),
     %% -eval runs late in the boot: its output can come after start_link returned
-    Texts = capture_count(length(Expected), 10000),
+    Texts = capture_until(fun (Strings) -> length(Strings) >= length(Expected) end, 10000),
     rpeer:stop(Peer),
     ct:capture_stop(),
     ?assertEqual(Expected, lists:sort(Texts ++ ct:capture_get())).
-
-%% Gathers captured strings until there are Count of them, for up to Timeout ms.
-capture_count(Count, Timeout) ->
-    capture_count(Count, erlang:monotonic_time(millisecond) + Timeout, []).
-
-capture_count(Count, Deadline, Acc0) ->
-    Acc = Acc0 ++ ct:capture_get(),
-    case length(Acc) < Count andalso erlang:monotonic_time(millisecond) < Deadline of
-        true -> ct:sleep(20), capture_count(Count, Deadline, Acc);
-        false -> Acc
-    end.
 
 %%--------------------------------------------------------------------
 %% Cases: alternative connections
@@ -879,13 +868,18 @@ raw_console_output(Config) when is_list(Config) ->
 
 %% Gathers captured text until it holds Marker, for up to Timeout ms.
 collect_captured(Marker, Timeout) ->
-    collect_captured(Marker, erlang:monotonic_time(millisecond) + Timeout, "").
+    Text = fun (Strings) -> unicode:characters_to_list(Strings) end,
+    Text(capture_until(fun (Strings) -> string:find(Text(Strings), Marker) =/= nomatch end,
+                       Timeout)).
 
-collect_captured(Marker, Deadline, Acc0) ->
-    Acc = Acc0 ++ rpeer_test_lib:captured_text(),
-    case string:find(Acc, Marker) =:= nomatch
-        andalso erlang:monotonic_time(millisecond) < Deadline of
-        true -> ct:sleep(20), collect_captured(Marker, Deadline, Acc);
+%% Gathers captured strings until Done(Strings) holds, for up to Timeout ms.
+capture_until(Done, Timeout) ->
+    capture_until(Done, erlang:monotonic_time(millisecond) + Timeout, []).
+
+capture_until(Done, Deadline, Acc0) ->
+    Acc = Acc0 ++ ct:capture_get(),
+    case not Done(Acc) andalso erlang:monotonic_time(millisecond) < Deadline of
+        true -> ct:sleep(20), capture_until(Done, Deadline, Acc);
         false -> Acc
     end.
 
